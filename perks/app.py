@@ -1,0 +1,52 @@
+"""create_app: wires configuration, database, security, routes and the portal into one application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from merchant_portal import setup_portal
+from perks.accounts.routes import routes as account_routes
+from perks.audit.routes import routes as audit_routes
+from perks.catalogue.routes import routes as catalogue_routes
+from perks.clients.routes import routes as client_routes
+from perks.core import apidocs, health
+from perks.core.appkeys import CLOCK, CONFIG, METRICS
+from perks.core.auth import SessionTokens
+from perks.core.clock import Clock
+from perks.core.config import Config
+from perks.core.db import pool_ctx
+from perks.core.endpoint import SESSION_TOKENS
+from perks.core.metrics import Metrics
+from perks.core.middleware import errors, metrics, request_context
+from perks.merchants.routes import routes as merchant_routes
+from perks.redemption.routes import routes as redemption_routes
+from perks.vouchers.routes import routes as voucher_routes
+from perks.vouchers.setup import vouchers_ctx
+
+
+def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    """The perks web application for ``config``; ``clock`` lets tests stand at any instant."""
+    app = web.Application(
+        middlewares=[request_context, metrics, errors],
+        client_max_size=config.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[CLOCK] = clock or Clock()
+    app[METRICS] = Metrics()
+    app[SESSION_TOKENS] = SessionTokens(config.secret)
+    app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(vouchers_ctx)
+    for table in (
+        health.routes,
+        account_routes,
+        catalogue_routes,
+        merchant_routes,
+        client_routes,
+        audit_routes,
+        voucher_routes,
+        redemption_routes,
+    ):
+        app.add_routes(table)
+    setup_portal(app)
+    apidocs.setup(app)
+    return app

@@ -1,0 +1,95 @@
+"""The audit log: who changed what, when, from what to what; written in the change's own transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+import asyncpg
+
+from perks.core.auth import Principal
+
+INSERT_ENTRY = """
+INSERT INTO audit_log (at, actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after)
+VALUES (COALESCE($1, now()), $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+
+def _plain(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {key: value for key, value in dict(row).items() if key != "password_hash"}
+
+
+async def record(
+    conn: asyncpg.Connection,
+    actor: Principal,
+    action: str,
+    entity_type: str,
+    entity_id: Any,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    at: datetime | None = None,
+) -> None:
+    """Write one audit entry; call it inside the transaction that makes the change."""
+    actor_id = actor.id if actor.role not in ("system", "client") and actor.id else None
+    await conn.execute(
+        INSERT_ENTRY,
+        at,
+        actor_id,
+        actor.username or f"{actor.role}:{actor.id}",
+        actor.role,
+        action,
+        entity_type,
+        str(entity_id),
+        _plain(before),
+        _plain(after),
+    )
+
+
+SELECT_ENTRIES = """
+SELECT id, at, actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after
+FROM audit_log
+WHERE ($1::text IS NULL OR entity_type = $1)
+  AND ($2::text IS NULL OR entity_id = $2)
+  AND ($3::text IS NULL OR actor_username = $3 OR actor_id::text = $3)
+  AND ($4::timestamptz IS NULL OR at >= $4)
+  AND ($5::timestamptz IS NULL OR at < $5)
+  AND ($6::bigint IS NULL OR id < $6)
+ORDER BY id DESC
+LIMIT $7
+"""
+
+
+async def list_entries(
+    conn: asyncpg.Connection,
+    *,
+    entity_type: str | None,
+    entity_id: str | None,
+    actor: str | None,
+    at_from: datetime | None,
+    at_to: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Audit entries matching the filters, newest first (``limit`` of them, after ``before_id``)."""
+    rows = await conn.fetch(
+        SELECT_ENTRIES, entity_type, entity_id, actor, at_from, at_to, before_id, limit
+    )
+    return [
+        {
+            "id": str(row["id"]),
+            "at": row["at"],
+            "actor": {
+                "id": str(row["actor_id"]) if row["actor_id"] else None,
+                "username": row["actor_username"],
+                "role": row["actor_role"],
+            },
+            "action": row["action"],
+            "entity_type": row["entity_type"],
+            "entity_id": row["entity_id"],
+            "before": row["before"],
+            "after": row["after"],
+        }
+        for row in rows
+    ]

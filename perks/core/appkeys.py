@@ -1,0 +1,28 @@
+"""Typed keys for what the application and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from perks.core.clock import Clock
+from perks.core.config import Config
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from perks.core.auth import Principal
+    from perks.core.metrics import Metrics
+    from perks.vouchers.keyring import KeyRing
+
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", asyncpg.Pool)
+CLOCK = web.AppKey("clock", Clock)
+METRICS = web.AppKey("metrics", "Metrics")
+KEYRING = web.AppKey("keyring", "KeyRing")
+CPU_POOL = web.AppKey("cpu_pool", "Executor")
+
+PRINCIPAL = web.RequestKey("principal", "Principal")
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,109 @@
+"""Session tokens and the principal behind a request."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from perks.core.errors import NotFound, Unauthorized
+
+SESSION_AUDIENCE = "perks:session"
+SESSION_ISSUER = "perks"
+SESSION_ALGORITHM = "HS256"
+
+STAFF_ROLES = frozenset({"admin", "operator", "auditor"})
+MERCHANT_ROLES = frozenset({"manager", "cashier"})
+ALL_ROLES = STAFF_ROLES | MERCHANT_ROLES | {"client"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is making a request: a staff or merchant user, or a client."""
+
+    id: str
+    role: str
+    username: str | None = None
+    merchant_id: str | None = None
+    store_id: str | None = None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    def audit_actor(self) -> dict[str, Any]:
+        """How this principal is named in the audit log."""
+        return {"id": self.id, "username": self.username or f"client:{self.id}", "role": self.role}
+
+
+# The command line acts as the system itself; the audit log names it so.
+SYSTEM = Principal(id="", role="system", username="system")
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, derived from PERKS_SECRET (so purposes never share a key)."""
+    return hmac.new(secret.encode(), f"perks/{purpose}/v1".encode(), hashlib.sha256).digest()
+
+
+class SessionTokens:
+    """Issues and checks session tokens: HS256 JWTs with their own key and audience."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = derive_key(secret, "session-tokens")
+
+    def issue(self, principal: Principal, now: datetime, ttl_seconds: int) -> str:
+        """A signed session token for ``principal`` valid for ``ttl_seconds``."""
+        claims: dict[str, Any] = {
+            "iss": SESSION_ISSUER,
+            "aud": SESSION_AUDIENCE,
+            "typ": "session",
+            "sub": principal.id,
+            "role": principal.role,
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()),
+            "jti": secrets.token_urlsafe(9),
+        }
+        if principal.username:
+            claims["usr"] = principal.username
+        if principal.merchant_id:
+            claims["mid"] = principal.merchant_id
+        if principal.store_id:
+            claims["sid"] = principal.store_id
+        return jwt.encode(claims, self._key, algorithm=SESSION_ALGORITHM)
+
+    def verify(self, token: str, now: datetime) -> Principal:
+        """The principal of a valid session token; 401 for anything else."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[SESSION_ALGORITHM],
+                audience=SESSION_AUDIENCE,
+                issuer=SESSION_ISSUER,
+                # Expiry is checked below against the service's clock, not the machine's.
+                options={"require": ["exp", "iat", "sub", "aud", "iss"], "verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized() from exc
+        if claims.get("typ") != "session" or claims.get("role") not in ALL_ROLES:
+            raise Unauthorized()
+        if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():
+            raise Unauthorized()
+        return Principal(
+            id=str(claims["sub"]),
+            role=claims["role"],
+            username=claims.get("usr"),
+            merchant_id=claims.get("mid"),
+            store_id=claims.get("sid"),
+        )
+
+
+def ensure_merchant_scope(actor: Principal, merchant_id: Any) -> None:
+    """A merchant user reaches only its own merchant: another's is 404, as if it did not exist."""
+    if actor.role in MERCHANT_ROLES and actor.merchant_id != str(merchant_id):
+        raise NotFound()

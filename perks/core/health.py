@@ -1,0 +1,52 @@
+"""HTTP: liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+
+from perks.core.appkeys import METRICS, POOL
+from perks.core.db import UNAVAILABLE_ERRORS
+from perks.core.endpoint import endpoint
+from perks.core.errors import DatabaseUnavailable
+from perks.core.jsonutil import json_response
+
+routes = web.RouteTableDef()
+
+
+class Status(BaseModel):
+    status: str
+
+
+@routes.get("/healthz")
+@endpoint(response=Status, tag="operations")
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive."""
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+@endpoint(response=Status, errors=("database_unavailable",), tag="operations")
+async def readyz(request: web.Request) -> web.Response:
+    """The service can answer: its database responds."""
+    try:
+        async with asyncio.timeout(3):
+            async with request.config_dict[POOL].acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except UNAVAILABLE_ERRORS:
+        raise DatabaseUnavailable() from None
+    return json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+@endpoint(produces="text/plain", tag="operations")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics in the text exposition format."""
+    body = await asyncio.to_thread(request.config_dict[METRICS].render)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response

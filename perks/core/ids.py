@@ -1,0 +1,15 @@
+"""Opaque ids in paths: a malformed one is simply an object that does not exist."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from perks.core.errors import NotFound
+
+
+def parse_id(value: str) -> UUID:
+    """The UUID behind an id from a path; 404 when it cannot be one."""
+    try:
+        return UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise NotFound() from None
