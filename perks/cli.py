@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Sequence
 import asyncpg
 
 from perks.core.config import Config, ConfigError
-from perks.core.db import resolve_database_url
+from perks.core.db import connect, resolve_database_url
 from perks.core.logs import setup_logging
 from perks.core.metrics import MULTIPROC_ENV
 from perks.core.migrate import migrate_url
@@ -78,7 +78,7 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
 async def _with_connection(config: Config, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     url = await resolve_database_url(config)
     await migrate_url(url)
-    conn = await asyncpg.connect(url)
+    conn = await connect(url)
     try:
         return await work(conn)
     finally:

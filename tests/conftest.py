@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from perks.app import create_app
 from perks.core.config import Config
-from perks.core.db import embedded_admin_url, with_database
+from perks.core.db import connect, embedded_admin_url, with_database
 from perks.core.migrate import migrate_url
 from tests.support import Api, SettableClock
 
@@ -73,7 +73,7 @@ async def database_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to this test's database, for setting up and checking state."""
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     yield conn
     await conn.close()
 

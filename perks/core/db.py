@@ -80,11 +80,19 @@ async def resolve_database_url(config: Config) -> str:
     return with_database(admin_url, EMBEDDED_DATABASE)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Teach a new connection to read and write JSON columns as Python values."""
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name, encoder=dumps, decoder=json.loads, schema="pg_catalog"
         )
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection, set up like the pool's."""
+    conn = await asyncpg.connect(url)
+    await init_connection(conn)
+    return conn
 
 
 async def create_pool(url: str, max_size: int = 20) -> asyncpg.Pool:
@@ -94,7 +102,7 @@ async def create_pool(url: str, max_size: int = 20) -> asyncpg.Pool:
         url,
         min_size=0,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=30,
         max_inactive_connection_lifetime=60,
     )

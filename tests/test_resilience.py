@@ -1,0 +1,98 @@
+"""The service when its database goes away and comes back, and when it is told to stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from perks.app import create_app
+from tests.pg_proxy import PgProxy
+from tests.support import Api
+
+
+async def test_database_outage_gives_503_then_recovers(aiohttp_client, config, clock, db, database_url):
+    proxy = PgProxy(database_url)
+    await proxy.start()
+    client = await aiohttp_client(create_app(dataclasses.replace(config, database_url=proxy.url), clock=clock))
+    api = Api(client, db)
+    admin = await api.staff("admin")
+    assert (await api.call("GET", "/readyz"))[0] == 200
+
+    await proxy.stop()
+    status, body = await api.call("GET", "/readyz")
+    assert status == 503
+    assert body["error"]["code"] == "database_unavailable"
+    status, body = await api.call("POST", "/api/v1/staff", admin, json={"username": "x1", "password": "long enough pw", "role": "auditor"})
+    assert status == 503
+    assert body["error"]["code"] == "database_unavailable"
+    assert "Traceback" not in str(body)
+
+    await proxy.start()
+    assert (await api.call("GET", "/readyz"))[0] == 200
+    status, _ = await api.call("POST", "/api/v1/staff", admin, json={"username": "x1", "password": "long enough pw", "role": "auditor"})
+    assert status == 201
+    await proxy.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read()
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"perks serve exited early with {process.returncode}")
+        try:
+            if _get(url)[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("perks serve did not start in time")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_runs_workers_on_one_port_and_stops_on_sigterm(database_url, tmp_path, workers):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PERKS_SECRET": "a-test-secret-of-enough-length",
+        "PERKS_DATA_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "perks", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_until_serving(f"http://127.0.0.1:{port}/readyz", process)
+        for _ in range(20):
+            assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output = process.stdout.read().decode() if process.stdout else ""
+        if process.stdout:
+            process.stdout.close()
+    assert "Traceback" not in output, output
