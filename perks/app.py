@@ -19,7 +19,9 @@ from perks.core.endpoint import SESSION_TOKENS
 from perks.core.metrics import Metrics
 from perks.core.middleware import errors, metrics, request_context
 from perks.merchants.routes import routes as merchant_routes
+from perks.points.routes import routes as points_routes
 from perks.redemption.routes import routes as redemption_routes
+from perks.settlement.routes import routes as settlement_routes
 from perks.vouchers.routes import routes as voucher_routes
 from perks.vouchers.setup import vouchers_ctx
 
@@ -45,6 +47,8 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
         audit_routes,
         voucher_routes,
         redemption_routes,
+        points_routes,
+        settlement_routes,
     ):
         app.add_routes(table)
     setup_portal(app)

@@ -1,0 +1,5 @@
+"""HTTP routes (to be filled)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
