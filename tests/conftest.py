@@ -4,8 +4,11 @@ per session and cloned for every test, and the application served over real HTTP
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 from zoneinfo import ZoneInfo
@@ -22,12 +25,16 @@ from tests.support import Api, SettableClock
 
 
 @pytest.fixture(scope="session")
-def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def admin_url() -> str:
     """A URL with the right to create databases: DATABASE_URL, else the embedded server's."""
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    return embedded_admin_url(tmp_path_factory.mktemp("embedded") / "data")
+    # Outside pytest's temporary root: a concurrent pytest session resets that to 0700, and as root the
+    # embedded server runs as its own user. "delete" removes the data when the session's server stops.
+    base = Path(tempfile.mkdtemp(prefix="perks-test-db-"))
+    atexit.register(shutil.rmtree, base, True)  # runs after the server's own exit handler has stopped it
+    return embedded_admin_url(base / "data", cleanup_mode="delete")
 
 
 async def _create_template(admin_url: str, name: str) -> None:

@@ -1,5 +1,302 @@
-"""HTTP routes (to be filled)."""
+"""HTTP: the catalogue — tiers, perks and the entitlements linking them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from perks.catalogue import service
+from perks.core.appkeys import POOL
+from perks.core.auth import STAFF_ROLES
+from perks.core.endpoint import endpoint, principal_of
+from perks.core.errors import BadRequest
+from perks.core.jsonutil import json_response
+from perks.core.pagination import PageQuery, decode_cursor, page
+from perks.core.schemas import Page
+from perks.core.validation import Body
 
 routes = web.RouteTableDef()
+
+WRITERS = frozenset({"admin", "operator"})
+READERS = STAFF_ROLES
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
+# Field types shared with the clients' routes. -------------------------------------------------------------------
+
+CODE_PATTERN = r"^[a-z0-9_]{1,32}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def single_line(value: str) -> str:
+    """Refuse a blank text or one with control characters (PostgreSQL cannot even store NUL)."""
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    if _CONTROL.search(value):
+        raise PydanticCustomError("control_character", "must not contain control characters")
+    return value
+
+
+def multi_line(value: str) -> str:
+    """Refuse control characters other than line breaks and tabs."""
+    if _CONTROL_BUT_NEWLINES.search(value):
+        raise PydanticCustomError("control_character", "must not contain control characters")
+    return value
+
+
+Code = Annotated[str, Field(pattern=CODE_PATTERN, description="`[a-z0-9_]{1,32}`")]
+
+
+def refuse_null(*names: str) -> Any:
+    """A validator refusing an explicit null for PATCH fields that cannot be empty.
+
+    Only for string, number and boolean fields: behind a before-validator, strict pydantic no longer reads a
+    date or an id from a JSON string."""
+
+    def check(cls: type, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("not_null", "must not be null")
+        return value
+
+    return field_validator(*names, mode="before")(classmethod(check))  # type: ignore[arg-type]
+
+
+def _omitted_means_unchanged(schema: dict[str, Any]) -> None:
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+
+
+class Patch(Body):
+    """A PATCH body: an omitted field is left as it is; null only where the field may be empty."""
+
+    model_config = ConfigDict(json_schema_extra=_omitted_means_unchanged)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request actually sent."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+def cursor_value(cursor: str | None, kind: type) -> Any:
+    """The single sort key inside ``cursor`` (of type ``kind``), or 400 when it is not one of ours."""
+    values = decode_cursor(cursor, 1)
+    if values is None:
+        return None
+    if type(values[0]) is not kind:
+        raise BadRequest({"cursor": "not a valid cursor"})
+    return values[0]
+
+
+# Tiers ----------------------------------------------------------------------------------------------------------
+
+TierName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(single_line)]
+Rank = Annotated[int, Field(ge=0, le=INT4_MAX, description="Unique; a higher rank is a better tier.")]
+MinPoints = Annotated[int, Field(ge=0, le=INT8_MAX)]
+
+
+class TierCreate(Body):
+    code: Code
+    name: TierName
+    rank: Rank
+    min_points: MinPoints
+
+
+class TierPatch(Patch):
+    name: TierName = None
+    rank: Rank = None
+    min_points: MinPoints = None
+
+    _not_null = refuse_null("name", "rank", "min_points")
+
+
+class TierView(BaseModel):
+    code: str
+    name: str
+    rank: int
+    min_points: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@routes.post("/api/v1/tiers")
+@endpoint(roles=WRITERS, body=TierCreate, response=TierView, status=201, errors=("conflict",), tag="catalogue")
+async def create_tier(request: web.Request, body: TierCreate) -> web.Response:
+    """Create a tier.
+
+    409 `conflict` when the code or the rank is taken (`details.fields` names which)."""
+    async with request.config_dict[POOL].acquire() as conn:
+        tier = await service.create_tier(conn, principal_of(request), **body.model_dump())
+    return json_response(tier, status=201)
+
+
+@routes.get("/api/v1/tiers")
+@endpoint(roles=READERS, query=PageQuery, response=Page[TierView], tag="catalogue")
+async def list_tiers(request: web.Request, query: PageQuery) -> web.Response:
+    """The tiers, from the lowest rank up."""
+    after = cursor_value(query.cursor, int)
+    async with request.config_dict[POOL].acquire() as conn:
+        rows = await service.list_tiers(conn, after, query.limit + 1)
+    return json_response(page(rows, query.limit, lambda row: [row["rank"]]))
+
+
+@routes.get("/api/v1/tiers/{code}")
+@endpoint(roles=READERS, response=TierView, errors=("not_found",), tag="catalogue")
+async def get_tier(request: web.Request) -> web.Response:
+    """One tier."""
+    async with request.config_dict[POOL].acquire() as conn:
+        return json_response(await service.get_tier(conn, request.match_info["code"]))
+
+
+@routes.patch("/api/v1/tiers/{code}")
+@endpoint(
+    roles=WRITERS, body=TierPatch, response=TierView, errors=("not_found", "conflict"), tag="catalogue"
+)
+async def update_tier(request: web.Request, body: TierPatch) -> web.Response:
+    """Change a tier's name, rank or minimum points.
+
+    The code never changes. Fields left out stay as they are. 409 `conflict` when the rank is taken: to swap
+    two tiers' ranks, move one to a free rank first."""
+    async with request.config_dict[POOL].acquire() as conn:
+        tier = await service.update_tier(conn, principal_of(request), request.match_info["code"], **body.changes())
+    return json_response(tier)
+
+
+# Perks ----------------------------------------------------------------------------------------------------------
+
+PerkName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(single_line)]
+Category = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(single_line)]
+Description = Annotated[str, Field(max_length=2000), AfterValidator(multi_line)]
+VoucherTtl = Annotated[
+    int, Field(ge=30, le=2_592_000, description="How long a voucher for this perk stays valid, in seconds.")
+]
+
+
+class PerkCreate(Body):
+    code: Code
+    name: PerkName
+    category: Category
+    description: Description | None = None
+    voucher_ttl_seconds: VoucherTtl = 300
+    birthday_only: bool = Field(False, description="Usable only in the client's birthday month.")
+
+
+class PerkPatch(Patch):
+    name: PerkName = None
+    category: Category = None
+    description: Description | None = None
+    voucher_ttl_seconds: VoucherTtl = None
+    birthday_only: bool = None  # type: ignore[assignment]
+
+    _not_null = refuse_null("name", "category", "voucher_ttl_seconds", "birthday_only")
+
+
+class PerkView(BaseModel):
+    code: str
+    name: str
+    category: str
+    description: str | None
+    voucher_ttl_seconds: int
+    birthday_only: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@routes.post("/api/v1/perks")
+@endpoint(roles=WRITERS, body=PerkCreate, response=PerkView, status=201, errors=("conflict",), tag="catalogue")
+async def create_perk(request: web.Request, body: PerkCreate) -> web.Response:
+    """Create a perk.
+
+    409 `conflict` when the code is taken."""
+    async with request.config_dict[POOL].acquire() as conn:
+        perk = await service.create_perk(conn, principal_of(request), **body.model_dump())
+    return json_response(perk, status=201)
+
+
+@routes.get("/api/v1/perks")
+@endpoint(roles=READERS, query=PageQuery, response=Page[PerkView], tag="catalogue")
+async def list_perks(request: web.Request, query: PageQuery) -> web.Response:
+    """The perks, in order of their codes."""
+    after = cursor_value(query.cursor, str)
+    async with request.config_dict[POOL].acquire() as conn:
+        rows = await service.list_perks(conn, after, query.limit + 1)
+    return json_response(page(rows, query.limit, lambda row: [row["code"]]))
+
+
+@routes.get("/api/v1/perks/{code}")
+@endpoint(roles=READERS, response=PerkView, errors=("not_found",), tag="catalogue")
+async def get_perk(request: web.Request) -> web.Response:
+    """One perk."""
+    async with request.config_dict[POOL].acquire() as conn:
+        return json_response(await service.get_perk(conn, request.match_info["code"]))
+
+
+@routes.patch("/api/v1/perks/{code}")
+@endpoint(roles=WRITERS, body=PerkPatch, response=PerkView, errors=("not_found",), tag="catalogue")
+async def update_perk(request: web.Request, body: PerkPatch) -> web.Response:
+    """Change a perk.
+
+    The code never changes. Fields left out stay as they are; `description` may be set to null. Vouchers already
+    issued keep the lifetime they were issued with."""
+    async with request.config_dict[POOL].acquire() as conn:
+        perk = await service.update_perk(conn, principal_of(request), request.match_info["code"], **body.changes())
+    return json_response(perk)
+
+
+# Entitlements ---------------------------------------------------------------------------------------------------
+
+
+class EntitlementPut(Body):
+    """Both fields are required, null included: an unlimited quota is granted on purpose, never by omission."""
+
+    yearly_quota: int | None = Field(
+        ge=0, le=INT4_MAX, description="Uses a year; null: unlimited (uses are still counted)."
+    )
+    monthly_cap: int | None = Field(ge=1, le=INT4_MAX, description="Uses a calendar month; null: no monthly cap.")
+
+
+class EntitlementView(BaseModel):
+    tier: str
+    perk: str
+    yearly_quota: int | None
+    monthly_cap: int | None
+    updated_at: datetime
+
+
+@routes.put("/api/v1/tiers/{tier}/entitlements/{perk}")
+@endpoint(roles=WRITERS, body=EntitlementPut, response=EntitlementView, errors=("not_found",), tag="catalogue")
+async def put_entitlement(request: web.Request, body: EntitlementPut) -> web.Response:
+    """Grant a perk to a tier, or replace the grant.
+
+    Both `yearly_quota` and `monthly_cap` must be sent (null is a deliberate "unlimited", never a default).
+    Clients of the tier see the change at once; uses already counted this year and month stay counted."""
+    tier, perk = request.match_info["tier"], request.match_info["perk"]
+    async with request.config_dict[POOL].acquire() as conn:
+        entitlement = await service.put_entitlement(conn, principal_of(request), tier, perk, **body.model_dump())
+    return json_response(entitlement)
+
+
+@routes.delete("/api/v1/tiers/{tier}/entitlements/{perk}")
+@endpoint(roles=WRITERS, status=204, errors=("not_found",), tag="catalogue")
+async def delete_entitlement(request: web.Request) -> web.Response:
+    """Withdraw a perk from a tier.
+
+    404 when the tier had no entitlement to that perk."""
+    tier, perk = request.match_info["tier"], request.match_info["perk"]
+    async with request.config_dict[POOL].acquire() as conn:
+        await service.delete_entitlement(conn, principal_of(request), tier, perk)
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/tiers/{tier}/entitlements")
+@endpoint(roles=READERS, query=PageQuery, response=Page[EntitlementView], errors=("not_found",), tag="catalogue")
+async def list_entitlements(request: web.Request, query: PageQuery) -> web.Response:
+    """The perks a tier grants, in order of perk code."""
+    after = cursor_value(query.cursor, str)
+    async with request.config_dict[POOL].acquire() as conn:
+        rows = await service.list_entitlements(conn, request.match_info["tier"], after, query.limit + 1)
+    return json_response(page(rows, query.limit, lambda row: [row["perk"]]))

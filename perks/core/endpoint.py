@@ -4,6 +4,7 @@ document is built from these declarations, and role checks happen here and nowhe
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Collection
 
@@ -54,7 +55,7 @@ def endpoint(
     allowed = frozenset(roles)
 
     def wrap(handler: Handler) -> Handler:
-        doc = (handler.__doc__ or "").strip()
+        doc = inspect.cleandoc(handler.__doc__ or "")
         summary, _, description = doc.partition("\n")
         spec = EndpointSpec(
             roles=allowed,

@@ -1,0 +1,162 @@
+"""Clients: the bank's clients enrolled in the program, their tier and whether they are blocked."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Mapping
+from uuid import UUID
+
+import asyncpg
+
+from perks.audit import service as audit
+from perks.catalogue.service import constraint_errors
+from perks.core.auth import Principal
+from perks.core.errors import BadRequest, NotFound
+from perks.core.pagination import time_id_after
+
+STATUSES = ("active", "blocked")
+EARLIEST_BIRTHDAY = date(1900, 1, 1)
+CLIENT_FIELDS = frozenset({"name", "phone", "birthday", "tier", "status"})
+
+CLIENT_CONSTRAINTS = {
+    "clients_external_ref_key": "external_ref",
+    "clients_external_ref_check": "external_ref",
+    "clients_name_check": "name",
+    "clients_phone_check": "phone",
+    "clients_status_check": "status",
+    "clients_tier_code_fkey": "tier",
+    "code_check": "tier",
+    "tier_code": "tier",
+}
+
+INSERT_CLIENT = """
+INSERT INTO clients (external_ref, name, phone, birthday, tier_code) VALUES ($1, $2, $3, $4, $5)
+RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+"""
+SELECT_CLIENT = """
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+FROM clients WHERE id = $1
+"""
+LOCK_CLIENT = """
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+FROM clients WHERE id = $1 FOR NO KEY UPDATE
+"""
+UPDATE_CLIENT = """
+UPDATE clients SET name = $2, phone = $3, birthday = $4, tier_code = $5, status = $6, updated_at = now()
+WHERE id = $1
+RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+"""
+SELECT_CLIENTS = """
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at FROM clients
+WHERE ($1::text IS NULL OR external_ref = $1)
+  AND ($2::text IS NULL OR tier_code = $2::text)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5::uuid))
+ORDER BY created_at, id
+LIMIT $6
+"""
+
+
+def client_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A client as bank staff see it."""
+    return {
+        "id": str(row["id"]),
+        "external_ref": row["external_ref"],
+        "name": row["name"],
+        "phone": row["phone"],
+        "birthday": row["birthday"],
+        "tier": row["tier_code"],
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _check_birthday(birthday: date | None, today: date | None) -> None:
+    if birthday is None:
+        return
+    if birthday < EARLIEST_BIRTHDAY:
+        raise BadRequest({"birthday": f"must not be before {EARLIEST_BIRTHDAY.isoformat()}"})
+    if birthday > (today or date.today()):
+        raise BadRequest({"birthday": "must not be in the future"})
+
+
+async def create_client(
+    conn: asyncpg.Connection,
+    actor: Principal,
+    *,
+    external_ref: str,
+    name: str,
+    phone: str | None = None,
+    birthday: date | None = None,
+    tier: str | None = None,
+    today: date | None = None,
+) -> dict[str, Any]:
+    """Enrol a client (active); 409 when ``external_ref`` is taken, 400 for an unknown tier.
+
+    ``today`` is the bank's date, against which a birthday must not lie in the future."""
+    _check_birthday(birthday, today)
+    async with conn.transaction():
+        with constraint_errors(CLIENT_CONSTRAINTS):
+            row = await conn.fetchrow(INSERT_CLIENT, external_ref, name, phone, birthday, tier)
+        view = client_view(row)
+        await audit.record(conn, actor, "client.create", "client", row["id"], None, view)
+    return view
+
+
+async def get_client(conn: asyncpg.Connection, client_id: UUID) -> dict[str, Any]:
+    """One client; 404 when there is none with that id."""
+    row = await conn.fetchrow(SELECT_CLIENT, client_id)
+    if row is None:
+        raise NotFound()
+    return client_view(row)
+
+
+async def list_clients(
+    conn: asyncpg.Connection,
+    *,
+    external_ref: str | None = None,
+    tier: str | None = None,
+    status: str | None = None,
+    after: list[Any] | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Clients matching the filters, oldest first, after the ``(created_at, id)`` key ``after``."""
+    created_at, last_id = time_id_after(after)
+    rows = await conn.fetch(SELECT_CLIENTS, external_ref, tier, status, created_at, last_id, limit)
+    return [client_view(row) for row in rows]
+
+
+async def update_client(
+    conn: asyncpg.Connection, actor: Principal, client_id: UUID, *, today: date | None = None, **changes: Any
+) -> dict[str, Any]:
+    """Change a client's name, phone, birthday, tier (None: no tier) or status; audited when anything differs.
+
+    A tier change applies at once: from then on the client is entitled to what the new tier grants."""
+    unknown = set(changes) - CLIENT_FIELDS
+    if unknown:
+        raise TypeError(f"cannot change {sorted(unknown)}")
+    if "birthday" in changes:
+        _check_birthday(changes["birthday"], today)
+    async with conn.transaction():
+        row = await conn.fetchrow(LOCK_CLIENT, client_id)
+        if row is None:
+            raise NotFound()
+        before = client_view(row)
+        changed = {name: value for name, value in changes.items() if before[name] != value}
+        if not changed:
+            return before
+        merged = before | changed
+        with constraint_errors(CLIENT_CONSTRAINTS):
+            row = await conn.fetchrow(
+                UPDATE_CLIENT,
+                client_id,
+                merged["name"],
+                merged["phone"],
+                merged["birthday"],
+                merged["tier"],
+                merged["status"],
+            )
+        after = client_view(row)
+        await audit.record(conn, actor, "client.update", "client", client_id, before, after)
+    return after
