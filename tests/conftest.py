@@ -105,8 +105,8 @@ def config(database_url: str, tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def client(aiohttp_client, config: Config, clock: SettableClock) -> TestClient:
-    """The application, served over real HTTP on a local port."""
+async def client(config: Config, clock: SettableClock, aiohttp_client) -> TestClient:
+    """The application, served over real HTTP on a local port (closed before its database is dropped)."""
     return await aiohttp_client(create_app(config, clock=clock))
 
 

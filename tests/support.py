@@ -120,3 +120,68 @@ class Api:
     async def client_session(self, client_id: str) -> str:
         body = await self.ok("POST", f"/api/v1/clients/{client_id}/sessions", await self.staff("operator"), 201)
         return body["access_token"]
+
+    async def audit_entries(self, **filters: Any) -> list[dict[str, Any]]:
+        """The audit entries matching ``filters`` (``from_`` for ``from``), newest first, read as an auditor."""
+        params = {("from" if name == "from_" else name): str(value) for name, value in filters.items()}
+        params.setdefault("limit", "500")
+        body = await self.ok("GET", "/api/v1/audit", await self.staff("auditor"), params=params)
+        return body["items"]
+
+    async def entitled_client(
+        self, yearly_quota: int | None = 5, monthly_cap: int | None = None, *, perk: dict[str, Any] | None = None,
+        **client_fields: Any,
+    ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """``(client, its session token, perk)``: a new client of a new tier entitled to a new perk."""
+        tier = await self.tier()
+        new_perk = await self.perk(**(perk or {}))
+        await self.entitle(tier["code"], new_perk["code"], yearly_quota, monthly_cap)
+        client = await self.new_client(tier=tier["code"], **client_fields)
+        return client, await self.client_session(client["id"]), new_perk
+
+    async def voucher(self, client_token: str, perk: str) -> dict[str, Any]:
+        """A voucher for ``perk`` taken by the client (``POST /me/vouchers``)."""
+        return await self.ok("POST", "/api/v1/me/vouchers", client_token, 201, json={"perk": perk})
+
+    async def program(
+        self,
+        yearly_quota: int | None = 5,
+        monthly_cap: int | None = None,
+        yearly_capacity: int | None = None,
+        *,
+        unit_price_fen: int = 1500,
+        perk: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A perk a tier grants and a merchant honours: ``{tier, perk, merchant, store, manager, cashier}``
+        (``manager`` and ``cashier`` are session tokens; the merchant has one store, the cashier's)."""
+        tier = await self.tier()
+        new_perk = await self.perk(**(perk or {}))
+        await self.entitle(tier["code"], new_perk["code"], yearly_quota, monthly_cap)
+        merchant = await self.merchant()
+        store = await self.store(merchant["id"])
+        await self.agree(merchant["id"], new_perk["code"], yearly_capacity, unit_price_fen)
+        _, manager = await self.merchant_user(merchant["id"], "manager")
+        _, cashier = await self.merchant_user(merchant["id"], "cashier", store["id"])
+        return {
+            "tier": tier["code"], "perk": new_perk["code"], "merchant": merchant["id"], "store": store["id"],
+            "manager": manager, "cashier": cashier,
+        }
+
+    async def member(self, tier: str, **fields: Any) -> tuple[dict[str, Any], str]:
+        """A new client of ``tier`` and its session token."""
+        client = await self.new_client(tier=tier, **fields)
+        return client, await self.client_session(client["id"])
+
+    async def redeem(self, token: str, voucher_token: str, key: str | None = None, **body: Any) -> tuple[int, Any]:
+        """``(status, body)`` of ``POST /merchant/redemptions`` by the merchant user holding ``token``."""
+        headers = {"Idempotency-Key": key} if key is not None else None
+        return await self.call(
+            "POST", "/api/v1/merchant/redemptions", token, json={"token": voucher_token, **body}, headers=headers
+        )
+
+    async def counter_mismatches(self) -> list[dict[str, Any]]:
+        """Every usage counter whose ``used`` differs from the count of its redemptions not voided (none, always)."""
+        from perks.redemption.counters import mismatched_counters
+
+        return await mismatched_counters(self.db)
+
