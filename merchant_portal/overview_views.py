@@ -1,0 +1,61 @@
+"""Portal page: the manager's overview of the year (capacity use per perk, redemptions per month), as SVG."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from merchant_portal import charts
+from merchant_portal.pages import current_principal, render
+from merchant_portal.today_views import perk_names
+from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.endpoint import endpoint
+from perks.core.errors import Forbidden
+from perks.merchants import service as merchants
+from perks.quotas import quota_period
+
+routes = web.RouteTableDef()
+
+# Redemptions standing (not voided) per quota month: the same count the merchant's capacity is held against.
+SELECT_MONTHLY_REDEMPTIONS = """
+SELECT quota_month AS month, count(*) AS redeemed
+FROM redemptions
+WHERE merchant_id = $1 AND quota_year = $2 AND status = 'redeemed'
+GROUP BY quota_month
+"""
+
+
+async def monthly_redemptions(conn: asyncpg.Connection, merchant_id: UUID, year: int) -> dict[int, int]:
+    """Redemptions not voided per quota month of ``year``."""
+    rows = await conn.fetch(SELECT_MONTHLY_REDEMPTIONS, merchant_id, year)
+    return {row["month"]: row["redeemed"] for row in rows}
+
+
+@routes.get("/overview")
+@endpoint(produces="text/html", tag="portal")
+async def overview_page(request: web.Request) -> web.Response:
+    """The manager's overview: this year's capacity use per perk and redemptions per month."""
+    actor = current_principal(request)
+    if actor.role != "manager":
+        raise Forbidden()
+    year, _ = quota_period(request.config_dict[CLOCK].now(), request.config_dict[CONFIG].timezone)
+    merchant_id = UUID(actor.merchant_id)
+    async with request.config_dict[POOL].acquire() as conn:
+        usage = await merchants.merchant_usage(conn, merchant_id, year)
+        per_month = await monthly_redemptions(conn, merchant_id, year)
+        names = await perk_names(conn)
+    bars, bars_height = charts.capacity_bars(usage["items"], names)
+    context = {
+        "tab": "overview",
+        "year": year,
+        "bars": bars,
+        "bars_height": bars_height,
+        "columns": charts.month_columns(per_month),
+        "chart_width": charts.WIDTH,
+        "column_chart_height": charts.COLUMN_CHART_HEIGHT,
+        "bar_height": charts.BAR_HEIGHT,
+        "total": sum(per_month.values()),
+    }
+    return render(request, "overview.html", context)
