@@ -15,6 +15,7 @@ from perks.core.endpoint import endpoint
 from perks.core.errors import Forbidden
 from perks.merchants import service as merchants
 from perks.quotas import quota_period
+from perks.settlement.feedback import merchant_rating
 
 routes = web.RouteTableDef()
 
@@ -46,6 +47,7 @@ async def overview_page(request: web.Request) -> web.Response:
         usage = await merchants.merchant_usage(conn, merchant_id, year)
         per_month = await monthly_redemptions(conn, merchant_id, year)
         names = await perk_names(conn)
+        rating = await merchant_rating(conn, merchant_id)
     bars, bars_height = charts.capacity_bars(usage["items"], names)
     context = {
         "tab": "overview",
@@ -57,5 +59,6 @@ async def overview_page(request: web.Request) -> web.Response:
         "column_chart_height": charts.COLUMN_CHART_HEIGHT,
         "bar_height": charts.BAR_HEIGHT,
         "total": sum(per_month.values()),
+        "rating": rating,
     }
     return render(request, "overview.html", context)

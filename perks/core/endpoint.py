@@ -37,6 +37,7 @@ class EndpointSpec:
     tag: str | None
     produces: str
     headers: dict[str, str] = field(default_factory=dict)
+    alternatives: tuple[str, ...] = ()
 
 
 def endpoint(
@@ -50,6 +51,7 @@ def endpoint(
     tag: str | None = None,
     produces: str = "application/json",
     headers: dict[str, str] | None = None,
+    alternatives: Collection[str] = (),
 ) -> Callable[[Handler], Handler]:
     """Declare a route: the roles allowed (empty: public), its body and query models, its response."""
     allowed = frozenset(roles)
@@ -69,6 +71,7 @@ def endpoint(
             tag=tag,
             produces=produces,
             headers=headers or {},
+            alternatives=tuple(alternatives),
         )
 
         @functools.wraps(handler)

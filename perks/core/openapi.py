@@ -113,6 +113,9 @@ def _operation(method: str, path: str, spec: EndpointSpec, schemas: _Schemas) ->
             success["content"] = {"application/json": {"schema": schema}}
         else:
             success["content"] = {spec.produces: {"schema": {"type": "string"}}}
+        for media_type in spec.alternatives:
+            # Another representation of the same resource (a CSV download, say), chosen by a query parameter.
+            success["content"][media_type] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(spec.status): success}
     codes = list(spec.errors)
     if spec.body is not None or spec.query is not None:
