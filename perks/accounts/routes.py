@@ -20,13 +20,18 @@ from perks.core.validation import Body
 
 routes = web.RouteTableDef()
 
-Username = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-Password = Field(min_length=8, max_length=256)
+Username = Field(min_length=1, max_length=64, pattern=service.USERNAME_PATTERN)
+Password = Field(
+    min_length=service.PASSWORD_MIN_LENGTH,
+    max_length=service.PASSWORD_MAX_LENGTH,
+    description="At least 8 characters; not a common password, nor the username.",
+)
 
 
 class TokenRequest(Body):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
+    # No NUL: PostgreSQL text cannot hold one, and no username contains one.
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")
+    password: str = Field(min_length=1, max_length=service.PASSWORD_MAX_LENGTH)
 
 
 class TokenResponse(BaseModel):
@@ -43,7 +48,8 @@ class TokenResponse(BaseModel):
 async def issue_token(request: web.Request, body: TokenRequest) -> web.Response:
     """Log in with a username and password; get a session token.
 
-    Five failures for one username within 15 minutes lock it for the rest of that window (429)."""
+    Five failures for one username within 15 minutes refuse it, even with the right password, until the
+    oldest of them is 15 minutes old (429, with `Retry-After` in seconds)."""
     config = request.config_dict[CONFIG]
     now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -9,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from perks.audit import service as audit
-from perks.core.auth import Principal
+from perks.core.auth import MERCHANT_ROLES, STAFF_ROLES, Principal
 from perks.core.errors import BadRequest, Conflict, NotFound, TooManyAttempts, Unauthorized
 from perks.core.pagination import time_id_after
 from perks.core.passwords import hash_password, verify_password
@@ -17,10 +19,29 @@ from perks.core.passwords import hash_password, verify_password
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 
-COUNT_RECENT_FAILURES = """
-SELECT count(*) FROM login_failures WHERE username = $1 AND failed_at > $2
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 256
+# Passwords long enough to pass the length rule that every guessing list tries first.
+COMMON_PASSWORDS = frozenset(
+    {
+        "password", "password1", "password123", "passw0rd", "12345678", "123456789", "1234567890",
+        "87654321", "11111111", "00000000", "88888888", "66666666", "qwertyui", "qwerty123", "qwertyuiop",
+        "abcdefgh", "abcd1234", "1qaz2wsx", "iloveyou", "admin123", "administrator", "letmein1", "welcome1",
+        "changeme", "sunshine", "football", "baseball", "trustno1", "superman",
+    }
+)
+
+# The two-key advisory lock space (so it never meets the one-key lock the migrations take).
+LOGIN_LOCK_CLASS = 7265
+
+LOCK_USERNAME = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+SELECT_RECENT_FAILURES = """
+SELECT failed_at FROM login_failures WHERE username = $1 AND failed_at > $2
+ORDER BY failed_at DESC LIMIT $3
 """
-RECORD_FAILURE = "INSERT INTO login_failures (username, failed_at) VALUES ($1, $2)"
+RECORD_FAILURE = "INSERT INTO login_failures (username, failed_at) VALUES ($1, $2) RETURNING id"
+FORGET_ATTEMPT = "DELETE FROM login_failures WHERE id = $1"
 FORGET_OLD_FAILURES = "DELETE FROM login_failures WHERE failed_at < $1"
 SELECT_USER_BY_USERNAME = """
 SELECT id, username, password_hash, role, merchant_id, store_id FROM users WHERE username = $1
@@ -29,18 +50,17 @@ SELECT id, username, password_hash, role, merchant_id, store_id FROM users WHERE
 
 async def login(conn: asyncpg.Connection, username: str, password: str, now: datetime) -> Principal:
     """The principal for a correct username and password; throttled after repeated failures."""
-    failures = await conn.fetchval(COUNT_RECENT_FAILURES, username, now - FAILURE_WINDOW)
-    if failures >= MAX_FAILURES:
-        retry_after = int(FAILURE_WINDOW.total_seconds())
-        error = TooManyAttempts(details={"retry_after_seconds": retry_after})
-        error.headers["Retry-After"] = str(retry_after)
-        raise error
+    if "\x00" in username:
+        # PostgreSQL text cannot hold NUL, so no such user exists (and none can be throttled).
+        await verify_password(None, password)
+        raise Unauthorized("invalid_credentials")
+    attempt_id = await _reserve_attempt(conn, username, now)
     row = await conn.fetchrow(SELECT_USER_BY_USERNAME, username)
     if not await verify_password(row["password_hash"] if row else None, password):
-        await conn.execute(RECORD_FAILURE, username, now)
         await conn.execute(FORGET_OLD_FAILURES, now - timedelta(days=1))
         raise Unauthorized("invalid_credentials")
     assert row is not None
+    await conn.execute(FORGET_ATTEMPT, attempt_id)
     return Principal(
         id=str(row["id"]),
         role=row["role"],
@@ -48,6 +68,32 @@ async def login(conn: asyncpg.Connection, username: str, password: str, now: dat
         merchant_id=str(row["merchant_id"]) if row["merchant_id"] else None,
         store_id=str(row["store_id"]) if row["store_id"] else None,
     )
+
+
+async def _reserve_attempt(conn: asyncpg.Connection, username: str, now: datetime) -> int:
+    # The attempt counts as a failure before the password is checked (and is forgotten if it was
+    # right), under a per-username lock: parallel guesses cannot slip past the limit together.
+    async with conn.transaction():
+        await conn.execute(LOCK_USERNAME, LOGIN_LOCK_CLASS, username)
+        recent = await conn.fetch(SELECT_RECENT_FAILURES, username, now - FAILURE_WINDOW, MAX_FAILURES)
+        if len(recent) >= MAX_FAILURES:
+            unlocks_at = recent[-1]["failed_at"] + FAILURE_WINDOW
+            retry_after = str(max(1, math.ceil((unlocks_at - now).total_seconds())))
+            raise TooManyAttempts(
+                details={"retry_after_seconds": int(retry_after)}, headers={"Retry-After": retry_after}
+            )
+        return await conn.fetchval(RECORD_FAILURE, username, now)
+
+
+def check_new_credentials(username: str, password: str) -> None:
+    """400 naming the field when a new account's username or password is not acceptable."""
+    if not re.fullmatch(USERNAME_PATTERN, username):
+        raise BadRequest({"username": "1 to 64 letters, digits or _ . @ -"})
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise BadRequest({"password": f"must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters"})
+    lowered = password.lower()
+    if lowered in COMMON_PASSWORDS or lowered == username.lower() or len(set(password)) < 3:
+        raise BadRequest({"password": "too easy to guess"})
 
 
 INSERT_USER = """
@@ -60,7 +106,7 @@ RETURNING id, username, role, merchant_id, store_id, created_at
 def user_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     """A user as the API shows it (never the password hash)."""
     view: dict[str, Any] = {"id": str(row["id"]), "username": row["username"], "role": row["role"]}
-    if row["role"] in ("manager", "cashier"):
+    if row["role"] in MERCHANT_ROLES:
         view["merchant_id"] = str(row["merchant_id"])
         view["store_id"] = str(row["store_id"]) if row["store_id"] else None
     return view
@@ -76,7 +122,12 @@ async def create_user(
     merchant_id: UUID | None = None,
     store_id: UUID | None = None,
 ) -> dict[str, Any]:
-    """Create a staff or merchant user; 409 when the username is taken."""
+    """Create a staff or merchant user; 400 for a weak password, 409 when the username is taken."""
+    check_new_credentials(username, password)
+    if role not in STAFF_ROLES | MERCHANT_ROLES:
+        raise BadRequest({"role": "not a role"})
+    if (role in MERCHANT_ROLES) != (merchant_id is not None):
+        raise BadRequest({"role": "merchant users, and only they, belong to a merchant"})
     password_hash = await hash_password(password)
     async with conn.transaction():
         try:
@@ -105,6 +156,8 @@ async def create_merchant_user(
     """Create a manager or cashier of ``merchant_id``; a cashier needs one of its stores."""
     if await conn.fetchval(SELECT_MERCHANT_STATUS, merchant_id) is None:
         raise NotFound()
+    if role not in MERCHANT_ROLES:
+        raise BadRequest({"role": "must be manager or cashier"})
     if role == "cashier" and store_id is None:
         raise BadRequest({"store_id": "required for a cashier"})
     if store_id is not None and not await conn.fetchval(SELECT_STORE_OF_MERCHANT, store_id, merchant_id):
@@ -136,9 +189,9 @@ SELECT_CLIENT_FOR_SESSION = "SELECT id, status FROM clients WHERE id = $1"
 
 async def client_principal(conn: asyncpg.Connection, actor: Principal, client_id: UUID) -> Principal:
     """The principal of a client, for a session minted by bank staff; the minting is audited."""
-    row = await conn.fetchrow(SELECT_CLIENT_FOR_SESSION, client_id)
-    if row is None:
-        raise NotFound()
     async with conn.transaction():
+        row = await conn.fetchrow(SELECT_CLIENT_FOR_SESSION, client_id)
+        if row is None:
+            raise NotFound()
         await audit.record(conn, actor, "client.session", "client", client_id, None, {"client_id": str(client_id)})
     return Principal(id=str(client_id), role="client")

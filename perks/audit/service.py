@@ -32,7 +32,8 @@ async def record(
     at: datetime | None = None,
 ) -> None:
     """Write one audit entry; call it inside the transaction that makes the change."""
-    actor_id = actor.id if actor.role not in ("system", "client") and actor.id else None
+    # A client's id is a uuid like a user's; the role tells the two apart. The command line has none.
+    actor_id = actor.id or None
     await conn.execute(
         INSERT_ENTRY,
         at,
