@@ -15,6 +15,7 @@ from perks.core.appkeys import POOL
 from perks.core.auth import STAFF_ROLES
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import BadRequest
+from perks.core.ids import parse_code
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page
 from perks.core.schemas import Page
@@ -149,7 +150,7 @@ async def list_tiers(request: web.Request, query: PageQuery) -> web.Response:
 async def get_tier(request: web.Request) -> web.Response:
     """One tier."""
     async with request.config_dict[POOL].acquire() as conn:
-        return json_response(await service.get_tier(conn, request.match_info["code"]))
+        return json_response(await service.get_tier(conn, parse_code(request.match_info["code"])))
 
 
 @routes.patch("/api/v1/tiers/{code}")
@@ -162,7 +163,7 @@ async def update_tier(request: web.Request, body: TierPatch) -> web.Response:
     The code never changes. Fields left out stay as they are. 409 `conflict` when the rank is taken: to swap
     two tiers' ranks, move one to a free rank first."""
     async with request.config_dict[POOL].acquire() as conn:
-        tier = await service.update_tier(conn, principal_of(request), request.match_info["code"], **body.changes())
+        tier = await service.update_tier(conn, principal_of(request), parse_code(request.match_info["code"]), **body.changes())
     return json_response(tier)
 
 
@@ -232,7 +233,7 @@ async def list_perks(request: web.Request, query: PageQuery) -> web.Response:
 async def get_perk(request: web.Request) -> web.Response:
     """One perk."""
     async with request.config_dict[POOL].acquire() as conn:
-        return json_response(await service.get_perk(conn, request.match_info["code"]))
+        return json_response(await service.get_perk(conn, parse_code(request.match_info["code"])))
 
 
 @routes.patch("/api/v1/perks/{code}")
@@ -243,7 +244,7 @@ async def update_perk(request: web.Request, body: PerkPatch) -> web.Response:
     The code never changes. Fields left out stay as they are; `description` may be set to null. Vouchers already
     issued keep the lifetime they were issued with."""
     async with request.config_dict[POOL].acquire() as conn:
-        perk = await service.update_perk(conn, principal_of(request), request.match_info["code"], **body.changes())
+        perk = await service.update_perk(conn, principal_of(request), parse_code(request.match_info["code"]), **body.changes())
     return json_response(perk)
 
 
@@ -274,7 +275,7 @@ async def put_entitlement(request: web.Request, body: EntitlementPut) -> web.Res
 
     Both `yearly_quota` and `monthly_cap` must be sent (null is a deliberate "unlimited", never a default).
     Clients of the tier see the change at once; uses already counted this year and month stay counted."""
-    tier, perk = request.match_info["tier"], request.match_info["perk"]
+    tier, perk = parse_code(request.match_info["tier"]), parse_code(request.match_info["perk"])
     async with request.config_dict[POOL].acquire() as conn:
         entitlement = await service.put_entitlement(conn, principal_of(request), tier, perk, **body.model_dump())
     return json_response(entitlement)
@@ -286,7 +287,7 @@ async def delete_entitlement(request: web.Request) -> web.Response:
     """Withdraw a perk from a tier.
 
     404 when the tier had no entitlement to that perk."""
-    tier, perk = request.match_info["tier"], request.match_info["perk"]
+    tier, perk = parse_code(request.match_info["tier"]), parse_code(request.match_info["perk"])
     async with request.config_dict[POOL].acquire() as conn:
         await service.delete_entitlement(conn, principal_of(request), tier, perk)
     return web.Response(status=204)
@@ -298,5 +299,5 @@ async def list_entitlements(request: web.Request, query: PageQuery) -> web.Respo
     """The perks a tier grants, in order of perk code."""
     after = cursor_value(query.cursor, str)
     async with request.config_dict[POOL].acquire() as conn:
-        rows = await service.list_entitlements(conn, request.match_info["tier"], after, query.limit + 1)
+        rows = await service.list_entitlements(conn, parse_code(request.match_info["tier"]), after, query.limit + 1)
     return json_response(page(rows, query.limit, lambda row: [row["perk"]]))

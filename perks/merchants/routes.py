@@ -13,7 +13,7 @@ from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import ensure_merchant_scope
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import BadRequest
-from perks.core.ids import parse_id
+from perks.core.ids import parse_code, parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
@@ -208,7 +208,7 @@ async def put_agreement(request: web.Request, body: AgreementPut) -> web.Respons
             conn,
             principal_of(request),
             merchant_id,
-            request.match_info["perk"],
+            parse_code(request.match_info["perk"]),
             yearly_capacity=body.yearly_capacity,
             unit_price_fen=body.unit_price_fen,
         )
