@@ -18,6 +18,7 @@ from perks.core.db import pool_ctx
 from perks.core.endpoint import SESSION_TOKENS
 from perks.core.metrics import Metrics
 from perks.core.middleware import errors, metrics, request_context
+from perks.housekeeping import housekeeping_ctx
 from perks.merchants.routes import routes as merchant_routes
 from perks.points.routes import routes as points_routes
 from perks.redemption.routes import routes as redemption_routes
@@ -38,6 +39,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app[SESSION_TOKENS] = SessionTokens(config.secret)
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(vouchers_ctx)
+    app.cleanup_ctx.append(housekeeping_ctx)
     for table in (
         health.routes,
         account_routes,

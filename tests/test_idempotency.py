@@ -177,3 +177,21 @@ async def test_concurrent_requests_with_one_key_and_different_bodies(api, prog):
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [201] * 5 + [422] * 5
     assert await api.db.fetchval("SELECT count(*) FROM redemptions") == 1
+
+
+async def test_housekeeping_deletes_only_keys_past_their_replay_window(client, db, clock):
+    from datetime import datetime, timedelta, timezone
+
+    from perks.housekeeping import sweep
+
+    merchant_id = await db.fetchval("INSERT INTO merchants (name, category) VALUES ('m', 'c') RETURNING id")
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+    clock.set(now)
+    for key, age in (("old", timedelta(hours=25)), ("fresh", timedelta(hours=23))):
+        await db.execute(
+            "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created_at)"
+            " VALUES ($1, $2, '\\x00', 201, '{}', $3)",
+            merchant_id, key, now - age,
+        )
+    await sweep(client.app)
+    assert [r["key"] for r in await db.fetch("SELECT key FROM idempotency_keys")] == ["fresh"]

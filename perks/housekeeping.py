@@ -1,0 +1,49 @@
+"""Periodic clean-up every worker runs: idempotency keys past their replay window.
+
+Running it in several processes at once is harmless: each pass is one DELETE of rows nobody reads again.
+(Old login failures are forgotten by the login itself.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from perks.core.appkeys import CLOCK, POOL
+from perks.core.db import UNAVAILABLE_ERRORS
+from perks.redemption.idempotency import purge_expired
+
+log = logging.getLogger(__name__)
+
+EVERY_SECONDS = 600.0
+
+
+async def sweep(app: web.Application) -> None:
+    """One pass of every clean-up."""
+    async with app[POOL].acquire() as conn:
+        keys = await purge_expired(conn, app[CLOCK].now())
+    if keys:
+        log.info("housekeeping: %d idempotency keys past their replay window deleted", keys)
+
+
+async def _loop(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(EVERY_SECONDS)
+        try:
+            await sweep(app)
+        except UNAVAILABLE_ERRORS:
+            log.warning("housekeeping skipped: the database is unavailable")
+        except Exception:
+            log.exception("housekeeping failed")
+
+
+async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run :func:`sweep` every ten minutes while the application runs."""
+    task = asyncio.create_task(_loop(app), name="perks-housekeeping")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
