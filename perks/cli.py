@@ -1,4 +1,4 @@
-"""The ``perks`` command: serve, migrate, staff, keys, demo."""
+"""The ``perks`` command: serve, migrate, staff, keys, demo, points, tiers, clients."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from perks.core.db import connect, resolve_database_url
 from perks.core.logs import setup_logging
 from perks.core.metrics import MULTIPROC_ENV
 from perks.core.migrate import migrate_url
+from perks.points.cli import register as register_points_commands
 
 log = logging.getLogger("perks")
 
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--clients", type=int, default=300, help="how many demo clients (default 300)")
     demo.add_argument("--no-serve", action="store_true", help="seed only, do not serve")
     demo.set_defaults(func=cmd_demo)
+
+    register_points_commands(commands)  # points import, tiers evaluate, clients import
     return parser
 
 

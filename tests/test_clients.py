@@ -32,7 +32,8 @@ async def test_enrol_a_client_with_only_what_is_required(api):
     client = await api.ok("POST", "/api/v1/clients", await api.staff("operator"), 201, json=CLIENT)
     assert (client["phone"], client["birthday"], client["tier"], client["status"]) == (None, None, None, "active")
     assert set(client) == {
-        "id", "external_ref", "name", "phone", "birthday", "tier", "status", "created_at", "updated_at"
+        "id", "external_ref", "name", "phone", "birthday", "tier", "status", "created_at", "updated_at",
+        "tier_override_until",
     }
 
 

@@ -42,13 +42,17 @@ async def test_me_shows_masked_name_and_tier(api):
     tier = await api.tier()
     client = await api.new_client(tier=tier["code"], name="罗小升")
     token = await api.client_session(client["id"])
-    assert await api.ok("GET", ME, token) == {"id": client["id"], "display_name": "罗*升", "tier": tier["code"]}
+    assert await api.ok("GET", ME, token) == {
+        "id": client["id"], "display_name": "罗*升", "tier": tier["code"], "points": 0
+    }
 
 
 async def test_me_of_a_client_without_tier(api):
     client = await api.new_client(name="Alice Smith")
     token = await api.client_session(client["id"])
-    assert await api.ok("GET", ME, token) == {"id": client["id"], "display_name": "A*********h", "tier": None}
+    assert await api.ok("GET", ME, token) == {
+        "id": client["id"], "display_name": "A*********h", "tier": None, "points": 0
+    }
 
 
 @pytest.mark.parametrize("path", [ME, ENTITLEMENTS])

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from perks.catalogue.routes import CODE_PATTERN, READERS, WRITERS, Code, Patch, refuse_null, single_line
@@ -19,6 +19,7 @@ from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
 from perks.core.validation import Body
+from perks.points.evaluation import clear_tier_override, set_tier_override
 
 routes = web.RouteTableDef()
 
@@ -65,6 +66,11 @@ class ClientPatch(Patch):
     birthday: Birthday | None = None
     tier: Code | None = Field(None, description="A tier's code; null: no tier (no perks).")
     status: Status = Field(None, description="`blocked`: no vouchers are issued or redeemed for the client.")
+    tier_override_until: AwareDatetime | None = Field(
+        None,
+        description="Hold the tier (the one sent in `tier`, else the current one) against tier evaluation until "
+        "this instant (in the future); null lifts a hold.",
+    )
 
     _not_null = refuse_null("name", "status")
 
@@ -79,6 +85,7 @@ class ClientView(BaseModel):
     status: Status
     created_at: datetime
     updated_at: datetime
+    tier_override_until: datetime | None = Field(description="Tier evaluation leaves the tier alone until then.")
 
 
 class ClientQuery(PageQuery):
@@ -137,10 +144,22 @@ async def update_client(request: web.Request, body: ClientPatch) -> web.Response
     """Change a client's tier, status, name, phone or birthday.
 
     Fields left out stay as they are; `tier`, `phone` and `birthday` may be set to null. `external_ref` never
-    changes. A new tier applies at once, to vouchers already issued too."""
+    changes. A new tier applies at once, to vouchers already issued too, and joins the tier history. With
+    `tier_override_until`, tier evaluation leaves the tier alone until then (reason `override` in the history);
+    without it, the next evaluation may change the tier again."""
     client_id = parse_id(request.match_info["client_id"])
-    async with request.config_dict[POOL].acquire() as conn:
-        client = await service.update_client(
-            conn, principal_of(request), client_id, today=bank_today(request), **body.changes()
-        )
+    actor, changes = principal_of(request), body.changes()
+    overriding = "tier_override_until" in changes
+    until = changes.pop("tier_override_until", None)
+    tier_sent = "tier" in changes
+    tier = changes.pop("tier", None) if overriding else None
+    async with request.config_dict[POOL].acquire() as conn, conn.transaction():
+        client = await service.update_client(conn, actor, client_id, today=bank_today(request), **changes)
+        if overriding:
+            if until is None and not tier_sent:
+                await clear_tier_override(conn, actor, client_id)
+            else:
+                now = request.config_dict[CLOCK].now()
+                await set_tier_override(conn, actor, client_id, tier if tier_sent else client["tier"], until, now=now)
+            client = await service.get_client(conn, client_id)
     return json_response(client)

@@ -13,6 +13,7 @@ from perks.catalogue.service import constraint_errors
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.pagination import time_id_after
+from perks.points.evaluation import record_tier_change
 
 STATUSES = ("active", "blocked")
 EARLIEST_BIRTHDAY = date(1900, 1, 1)
@@ -31,23 +32,26 @@ CLIENT_CONSTRAINTS = {
 
 INSERT_CLIENT = """
 INSERT INTO clients (external_ref, name, phone, birthday, tier_code) VALUES ($1, $2, $3, $4, $5)
-RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at,
+          tier_override_until
 """
 SELECT_CLIENT = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
 FROM clients WHERE id = $1
 """
 LOCK_CLIENT = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
 FROM clients WHERE id = $1 FOR NO KEY UPDATE
 """
 UPDATE_CLIENT = """
 UPDATE clients SET name = $2, phone = $3, birthday = $4, tier_code = $5, status = $6, updated_at = now()
 WHERE id = $1
-RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at
+RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at,
+          tier_override_until
 """
 SELECT_CLIENTS = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at FROM clients
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
+FROM clients
 WHERE ($1::text IS NULL OR external_ref = $1)
   AND ($2::text IS NULL OR tier_code = $2::text)
   AND ($3::text IS NULL OR status = $3)
@@ -69,6 +73,7 @@ def client_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "tier_override_until": row["tier_override_until"],
     }
 
 
@@ -132,7 +137,8 @@ async def update_client(
 ) -> dict[str, Any]:
     """Change a client's name, phone, birthday, tier (None: no tier) or status; audited when anything differs.
 
-    A tier change applies at once: from then on the client is entitled to what the new tier grants."""
+    A tier change applies at once: from then on the client is entitled to what the new tier grants; it joins the
+    tier history (reason ``manual``), and the next tier evaluation may change it unless an override holds."""
     unknown = set(changes) - CLIENT_FIELDS
     if unknown:
         raise TypeError(f"cannot change {sorted(unknown)}")
@@ -159,4 +165,5 @@ async def update_client(
             )
         after = client_view(row)
         await audit.record(conn, actor, "client.update", "client", client_id, before, after)
+        await record_tier_change(conn, actor, client_id, before["tier"], after["tier"])
     return after

@@ -38,6 +38,7 @@ class EndpointSpec:
     produces: str
     headers: dict[str, str] = field(default_factory=dict)
     alternatives: tuple[str, ...] = ()
+    consumes: str = "application/json"
 
 
 def endpoint(
@@ -52,8 +53,11 @@ def endpoint(
     produces: str = "application/json",
     headers: dict[str, str] | None = None,
     alternatives: Collection[str] = (),
+    consumes: str = "application/json",
 ) -> Callable[[Handler], Handler]:
-    """Declare a route: the roles allowed (empty: public), its body and query models, its response."""
+    """Declare a route: the roles allowed (empty: public), its body and query models, its response.
+
+    ``consumes`` names the media type of a body the handler reads itself (``text/csv``, say; no ``body`` model)."""
     allowed = frozenset(roles)
 
     def wrap(handler: Handler) -> Handler:
@@ -72,6 +76,7 @@ def endpoint(
             produces=produces,
             headers=headers or {},
             alternatives=tuple(alternatives),
+            consumes=consumes,
         )
 
         @functools.wraps(handler)

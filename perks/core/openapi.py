@@ -101,11 +101,14 @@ def _operation(method: str, path: str, spec: EndpointSpec, schemas: _Schemas) ->
     params = _parameters(path, spec, schemas)
     if params:
         op["parameters"] = params
+    raw_body = spec.body is None and spec.consumes != "application/json"
     if spec.body is not None:
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": schemas.input_ref(spec.body)}},
         }
+    elif raw_body:
+        op["requestBody"] = {"required": True, "content": {spec.consumes: {"schema": {"type": "string"}}}}
     success: dict[str, Any] = {"description": "Success."}
     if spec.status != 204:
         if spec.produces == "application/json":
@@ -118,9 +121,9 @@ def _operation(method: str, path: str, spec: EndpointSpec, schemas: _Schemas) ->
             success["content"][media_type] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(spec.status): success}
     codes = list(spec.errors)
-    if spec.body is not None or spec.query is not None:
+    if spec.body is not None or spec.query is not None or raw_body:
         codes.append("bad_request")
-    if spec.body is not None:
+    if spec.body is not None or raw_body:
         codes.append("payload_too_large")
     if spec.roles:
         codes += ["unauthorized", "forbidden"]

@@ -15,6 +15,7 @@ from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.validation import Body, Query
+from perks.points.events import client_points
 from perks.vouchers import qr, service
 
 routes = web.RouteTableDef()
@@ -30,6 +31,7 @@ class Me(BaseModel):
     id: str
     display_name: str = Field(description="The client's name, masked: first and last character kept, the rest `*`.")
     tier: str | None
+    points: int = Field(description="Points earned in the trailing twelve months.")
 
 
 def _client_id(request: web.Request) -> UUID:
@@ -39,10 +41,13 @@ def _client_id(request: web.Request) -> UUID:
 @routes.get("/api/v1/me")
 @endpoint(roles=CLIENT, response=Me, errors=("not_found",), tag="client")
 async def me(request: web.Request) -> web.Response:
-    """The calling client: id, masked name and tier."""
+    """The calling client: id, masked name, tier and points (earned in the trailing twelve months)."""
+    client_id = _client_id(request)
+    now, tz = request.config_dict[CLOCK].now(), request.config_dict[CONFIG].timezone
     async with request.config_dict[POOL].acquire() as conn:
-        profile = await service.client_profile(conn, _client_id(request))
-    return json_response(profile)
+        profile = await service.client_profile(conn, client_id)
+        earned = await client_points(conn, client_id, now, tz)
+    return json_response(profile | {"points": earned["points"]})
 
 
 class EntitlementsQuery(Query):

@@ -1,0 +1,208 @@
+"""Client import: a CSV file of the bank's clients, upserted on ``external_ref``, all or nothing."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import asyncpg
+from pydantic import Field, ValidationError
+
+from perks.catalogue.routes import Code
+from perks.catalogue.service import constraint_errors
+from perks.clients.routes import Birthday, ClientName, ExternalRef, Phone
+from perks.clients.service import CLIENT_CONSTRAINTS, EARLIEST_BIRTHDAY
+from perks.core.auth import Principal
+from perks.core.errors import BadRequest
+from perks.core.validation import Body
+from perks.points.csvio import Problems
+
+REQUIRED_COLUMNS = ("external_ref", "name")
+OPTIONAL_COLUMNS = ("phone", "birthday", "tier")
+COPY_CHUNK = 20_000
+# A file of a million clients takes longer than the pool's 30-second command timeout allows a request.
+BULK_TIMEOUT_SECONDS = 600
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+class ClientRow(Body):
+    external_ref: ExternalRef
+    name: ClientName
+    phone: Phone | None = None
+    birthday: Birthday | None = None
+    tier: Code | None = Field(None, description="A tier's code.")
+
+
+# (position, external_ref, name, phone, birthday, tier): a row of the staging table.
+Record = tuple[int, str, str, str | None, date | None, str | None]
+STAGE_COLUMNS = ("position", "external_ref", "name", "phone", "birthday", "tier")
+
+
+def csv_client(line: int, cells: Mapping[str, str], today: date, problems: Problems) -> Record | None:
+    """One client read from a CSV line, or None (and the line's problems reported). An empty optional cell is
+    no value: a new client has none, an existing one keeps its own."""
+    data: dict[str, Any] = {
+        name: (value if value != "" or name in REQUIRED_COLUMNS else None) for name, value in cells.items()
+    }
+    bad = False
+    birthday = data.get("birthday")
+    if birthday is not None and not _DATE.match(birthday):
+        problems.add(line, "birthday", "must be a date, YYYY-MM-DD")
+        data["birthday"], bad = None, True
+    try:
+        row = ClientRow.model_validate(data, strict=False)
+    except ValidationError as exc:
+        problems.add_validation(line, exc)
+        return None
+    if row.birthday is not None and row.birthday < EARLIEST_BIRTHDAY:
+        problems.add(line, "birthday", f"must not be before {EARLIEST_BIRTHDAY.isoformat()}")
+        return None
+    if row.birthday is not None and row.birthday > today:
+        problems.add(line, "birthday", "must not be in the future")
+        return None
+    if bad:
+        return None
+    return (line, row.external_ref, row.name, row.phone, row.birthday, row.tier)
+
+
+def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], today: date, problems: Problems) -> Iterator[Record]:
+    """The good clients among CSV rows; the bad ones go to ``problems``."""
+    for line, cells in rows:
+        record = csv_client(line, cells, today, problems)
+        if record is not None:
+            yield record
+
+
+CREATE_STAGE = """
+CREATE TEMPORARY TABLE client_stage (
+    position integer NOT NULL, external_ref text NOT NULL, name text NOT NULL, phone text, birthday date, tier text
+) ON COMMIT DROP
+"""
+STAGE_PROBLEMS = """
+SELECT s.position FROM client_stage s
+WHERE s.tier IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tiers t WHERE t.code = s.tier)
+ORDER BY s.position
+"""
+REPEATED_REFS = """
+SELECT array_agg(position ORDER BY position) AS positions FROM client_stage GROUP BY external_ref HAVING count(*) > 1
+"""
+# The clients the file changes, as they were: locked, so that the audit's "before" is what was replaced.
+CAPTURE_BEFORE = """
+CREATE TEMPORARY TABLE import_before ON COMMIT DROP AS
+SELECT c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
+       c.tier_override_until
+FROM clients c WHERE false
+"""
+LOCK_BEFORE = """
+INSERT INTO import_before
+SELECT c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
+       c.tier_override_until
+FROM clients c JOIN client_stage s ON s.external_ref = c.external_ref
+FOR NO KEY UPDATE OF c
+"""
+# Each created or changed client gets its own audit entry and, when its tier moved, a tier-history row; all
+# written set-based in this one statement. The JSON is the API's client view, spelled as the API spells it.
+UPSERT = """
+WITH upserted AS (
+    INSERT INTO clients AS c (external_ref, name, phone, birthday, tier_code)
+    SELECT external_ref, name, phone, birthday, tier FROM client_stage ORDER BY position
+    ON CONFLICT (external_ref) DO UPDATE SET
+        name = EXCLUDED.name,
+        phone = COALESCE(EXCLUDED.phone, c.phone),
+        birthday = COALESCE(EXCLUDED.birthday, c.birthday),
+        tier_code = COALESCE(EXCLUDED.tier_code, c.tier_code),
+        updated_at = now()
+    WHERE (c.name, c.phone, c.birthday, c.tier_code) IS DISTINCT FROM
+          (EXCLUDED.name, COALESCE(EXCLUDED.phone, c.phone), COALESCE(EXCLUDED.birthday, c.birthday),
+           COALESCE(EXCLUDED.tier_code, c.tier_code))
+    RETURNING c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
+              c.tier_override_until, (c.xmax = 0) AS created
+),
+audited AS (
+    INSERT INTO audit_log (actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after)
+    SELECT $1, $2, $3, CASE WHEN u.created THEN 'client.create' ELSE 'client.update' END, 'client', u.id::text,
+           CASE WHEN b.id IS NULL THEN NULL ELSE jsonb_build_object(
+               'id', b.id::text, 'external_ref', b.external_ref, 'name', b.name, 'phone', b.phone,
+               'birthday', b.birthday, 'tier', b.tier_code, 'status', b.status, 'created_at', iso_utc(b.created_at),
+               'updated_at', iso_utc(b.updated_at),
+               'tier_override_until', iso_utc(b.tier_override_until)) END,
+           jsonb_build_object(
+               'id', u.id::text, 'external_ref', u.external_ref, 'name', u.name, 'phone', u.phone,
+               'birthday', u.birthday, 'tier', u.tier_code, 'status', u.status, 'created_at', iso_utc(u.created_at),
+               'updated_at', iso_utc(u.updated_at),
+               'tier_override_until', iso_utc(u.tier_override_until))
+    FROM upserted u LEFT JOIN import_before b ON b.id = u.id
+),
+history AS (
+    INSERT INTO tier_history (client_id, from_tier, to_tier, reason, changed_at, actor_id, actor_username, actor_role)
+    SELECT u.id, b.tier_code, u.tier_code, 'import', $4, $1, $2, $3
+    FROM upserted u JOIN import_before b ON b.id = u.id
+    WHERE u.tier_code IS DISTINCT FROM b.tier_code
+)
+SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated FROM upserted
+"""
+
+
+async def _stage(conn: asyncpg.Connection, records: Iterable[Record], on_copied: Callable[[int], Any] | None) -> int:
+    staged = 0
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= COPY_CHUNK:
+            await conn.copy_records_to_table("client_stage", records=chunk, columns=STAGE_COLUMNS)
+            staged, chunk = staged + len(chunk), []
+            if on_copied:
+                on_copied(COPY_CHUNK)
+    if chunk:
+        await conn.copy_records_to_table("client_stage", records=chunk, columns=STAGE_COLUMNS)
+        staged += len(chunk)
+        if on_copied:
+            on_copied(len(chunk))
+    return staged
+
+
+async def import_clients(
+    conn: asyncpg.Connection,
+    actor: Principal,
+    records: Iterable[Record],
+    problems: Problems,
+    *,
+    now: datetime,
+    on_copied: Callable[[int], Any] | None = None,
+    on_phase: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """Create or update clients by ``external_ref``, all or none: ``{received, created, updated, unchanged}``.
+
+    ``records`` may be a lazy reader reporting bad rows into ``problems``; any problem (including an unknown tier
+    or an ``external_ref`` twice in the file) refuses the whole file with every bad line named. Each created or
+    changed client is audited like ``POST /clients`` and ``PATCH /clients/{id}``; a tier moved by the import is
+    recorded in the tier history (reason ``import``). ``on_copied(n)`` and ``on_phase(name)`` report progress."""
+    phase = on_phase or (lambda name: None)
+    actor_id, username, role = actor.id or None, actor.username or f"{actor.role}:{actor.id}", actor.role
+    async with conn.transaction():
+        await conn.execute("SET LOCAL work_mem = '128MB'")
+        await conn.execute(CREATE_STAGE)
+        received = await _stage(conn, records, on_copied)
+        phase("checking")
+        for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
+            problems.add(row["position"], "tier", "no such tier")
+        for row in await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS):
+            first, *later = row["positions"]
+            for position in later:
+                problems.add(position, "external_ref", f"repeated: first at {problems.unit} {first}")
+        if problems:
+            raise problems.rejection()
+        if received == 0:
+            raise BadRequest({"body": "no clients: the file has a header and no lines"})
+        phase("applying")
+        await conn.execute(CAPTURE_BEFORE)
+        await conn.execute(LOCK_BEFORE, timeout=BULK_TIMEOUT_SECONDS)
+        with constraint_errors(CLIENT_CONSTRAINTS):
+            row = await conn.fetchrow(UPSERT, actor_id, username, role, now, timeout=BULK_TIMEOUT_SECONDS)
+    return {
+        "received": received,
+        "created": row["created"],
+        "updated": row["updated"],
+        "unchanged": received - row["created"] - row["updated"],
+    }
