@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
-from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
-from pydantic_core import PydanticCustomError
+from pydantic import AwareDatetime, BaseModel, Field
 
-from perks.catalogue.routes import CODE_PATTERN, READERS, WRITERS, Code, Patch, refuse_null, single_line
+from perks.catalogue.routes import READERS, WRITERS
+from perks.clients.fields import Birthday, ClientName, ExternalRef, Phone, Status
 from perks.clients import service
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.endpoint import endpoint, principal_of
@@ -18,38 +16,12 @@ from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
+from perks.core.fields import CODE_PATTERN, Code, Patch, refuse_null
 from perks.core.validation import Body
 from perks.points.evaluation import clear_tier_override, set_tier_override
 
 routes = web.RouteTableDef()
 
-_PHONE = re.compile(r"\+?[0-9 ()-]+")
-
-
-def phone_number(value: str) -> str:
-    """Digits with an optional leading ``+`` and the usual separators."""
-    if not _PHONE.fullmatch(value) or sum(char.isdigit() for char in value) < 3:
-        raise PydanticCustomError("phone", "must be a phone number: digits, spaces, ( ) - and a leading +")
-    return value
-
-
-ExternalRef = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[!-~]+$",
-        description="The bank's own reference of the client: printable ASCII, no spaces; unique.",
-    ),
-]
-ClientName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(single_line)]
-Phone = Annotated[
-    str,
-    Field(min_length=3, max_length=32, description="Digits, spaces, `( ) -` and a leading `+`."),
-    AfterValidator(phone_number),
-]
-Birthday = Annotated[date, Field(description="`YYYY-MM-DD`, from 1900-01-01 to today.")]
-Status = Literal["active", "blocked"]
 
 
 class ClientCreate(Body):

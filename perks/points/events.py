@@ -13,8 +13,8 @@ import asyncpg
 from pydantic import AwareDatetime, Field, ValidationError
 
 from perks.audit import service as audit
-from perks.catalogue.routes import Code
-from perks.clients.routes import ExternalRef
+from perks.core.fields import Code
+from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.validation import Body, field_errors

@@ -11,7 +11,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.catalogue.routes import READERS, WRITERS, Code, cursor_value
+from perks.catalogue.routes import READERS, WRITERS
+from perks.core.fields import Code, cursor_value
 from perks.clients.routes import bank_today
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.endpoint import Handler, endpoint, principal_of, spec_of
