@@ -78,7 +78,8 @@ async def test_entitlements_show_quota_use_and_monthly_cap(api, db, clock):
         "year": 2025,
         "items": [
             {"perk": perk["code"], "name": perk["name"], "yearly_quota": 6, "used": 4, "remaining": 2,
-             "monthly_cap": 2, "used_this_month": 1}
+             "monthly_cap": 2, "used_this_month": 1,
+             "birthday_only": False, "available_from": None}
         ],
     }
 
@@ -320,3 +321,24 @@ async def test_only_a_client_takes_vouchers(api):
     for role in ("admin", "operator", "auditor"):
         status, body = await api.call("POST", VOUCHERS, await api.staff(role), json={"perk": perk["code"]})
         assert (status, body["error"]["code"]) == (403, "forbidden"), role
+
+
+async def test_entitlements_say_when_a_birthday_perk_is_available_next(api, clock):
+    from datetime import datetime, timezone
+
+    clock.set(datetime(2026, 5, 10, 4, 0, tzinfo=timezone.utc))
+    tier = await api.tier()
+    gift = await api.perk(birthday_only=True)
+    wash = await api.perk()
+    for perk in (gift, wash):
+        await api.entitle(tier["code"], perk["code"], 1)
+    by_month = {}
+    for label, birthday in (("past", "1990-03-15"), ("now", "1988-05-31"), ("ahead", "2000-02-29"), ("later", "1975-11-02")):
+        client = await api.new_client(tier=tier["code"], birthday=birthday)
+        body = await api.ok("GET", "/api/v1/me/entitlements", await api.client_session(client["id"]))
+        items = {item["perk"]: item for item in body["items"]}
+        assert items[wash["code"]]["birthday_only"] is False
+        assert items[wash["code"]]["available_from"] is None
+        assert items[gift["code"]]["birthday_only"] is True
+        by_month[label] = items[gift["code"]]["available_from"]
+    assert by_month == {"past": "2027-03-01", "now": "2026-05-01", "ahead": "2027-02-01", "later": "2026-11-01"}

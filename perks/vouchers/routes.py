@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Callable
 from uuid import UUID
 
@@ -62,6 +62,11 @@ class EntitlementView(BaseModel):
     remaining: int | None = Field(description="Uses left this year (never below 0); null: unlimited.")
     monthly_cap: int | None
     used_this_month: int = Field(description="Use in the current quota month; 0 for any year but the current one.")
+    birthday_only: bool = Field(description="Usable only in the client's birthday month (bank time zone).")
+    available_from: date | None = Field(
+        description="For a birthday perk: the first day of the birthday month under way or next to come "
+        "(usable until that month ends); null otherwise, or when the bank has no birthday for the client."
+    )
 
 
 class Entitlements(BaseModel):

@@ -52,14 +52,38 @@ async def client_entitlements(
 
     ``used_this_month`` is use in the current quota month, which lies in the current quota year only: for any
     other year it is 0, and the monthly cap bounds nothing there."""
-    if await conn.fetchval(SELECT_PROFILE, client_id) is None:
+    client = await conn.fetchrow(SELECT_BIRTHDAY, client_id)
+    if client is None:
         raise NotFound()
     current_year, current_month = quotas.quota_period(now, tz)
     wanted = current_year if year is None else year
     # Month 0 matches no counter row (months are 1..12): another year has no "this month".
     month = current_month if wanted == current_year else 0
     granted = await quotas.entitlements(conn, client_id, wanted, month)
-    return {"year": wanted, "items": [entitlement.view() for entitlement in granted]}
+    items = []
+    for entitlement in granted:
+        item = entitlement.view()
+        item["birthday_only"] = entitlement.birthday_only
+        item["available_from"] = (
+            birthday_window(client["birthday"], current_year, current_month) if entitlement.birthday_only else None
+        )
+        items.append(item)
+    return {"year": wanted, "items": items}
+
+
+SELECT_BIRTHDAY = "SELECT birthday FROM clients WHERE id = $1"
+
+
+
+def birthday_window(birthday: date | None, year: int, month: int) -> date | None:
+    """The first day of the birthday month now under way or next to come (bank time zone); None without a birthday.
+
+    A birthday perk can be used from that day to the end of that month."""
+    if birthday is None:
+        return None
+    if birthday.month >= month:
+        return date(year, birthday.month, 1)
+    return date(year + 1, birthday.month, 1)
 
 
 def in_birthday_month(birthday: date | None, month: int) -> bool:
