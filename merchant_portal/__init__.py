@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp_jinja2
 import jinja2
@@ -10,10 +11,13 @@ from aiohttp import web
 
 from perks.core.auth import MERCHANT_ROLES
 
+if TYPE_CHECKING:
+    from merchant_portal.pages import Site
+
 PACKAGE_DIR = Path(__file__).parent
 
 
-def _site_app(site: "Site", tables: list[web.RouteTableDef]) -> web.Application:
+def _site_app(site: Site, tables: list[web.RouteTableDef]) -> web.Application:
     from merchant_portal import pages, security
 
     sub = web.Application(middlewares=[pages.html_errors])
