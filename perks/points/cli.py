@@ -8,7 +8,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Awaitable, Callable, TextIO
 
 import asyncpg
 from tqdm import tqdm
@@ -67,6 +67,19 @@ def _report_rejection(exc: BatchRejected, path: Path, out: TextIO) -> None:
         print(f"  ... and {hidden} more problems", file=out)
 
 
+def _run_import(
+    config: Config, path: Path, work: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]]
+) -> dict[str, Any] | None:
+    """Run an all-or-nothing import; on refusal, say why on stderr (every bad line) and return None."""
+    try:
+        return _run(config, work)
+    except BatchRejected as exc:
+        _report_rejection(exc, path, sys.stderr)
+    except ApiError as exc:
+        print(f"perks: {path}: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
+    return None
+
+
 def _read_bar(path: Path, args: argparse.Namespace, what: str) -> tqdm:
     return tqdm(
         total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {what}",
@@ -101,13 +114,8 @@ def cmd_points_import(config: Config, args: argparse.Namespace) -> int:
                 conn, SYSTEM, records, problems, now=now, origin=f"file:{path.name}", on_phase=_phase(bar, "events")
             )
 
-    try:
-        result = _run(config, work)
-    except BatchRejected as exc:
-        _report_rejection(exc, path, sys.stderr)
-        return 1
-    except ApiError as exc:
-        print(f"perks: {path}: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
+    result = _run_import(config, path, work)
+    if result is None:
         return 1
     print(
         f"{path}: {result['received']:,} events read, {result['new']:,} new, {result['known']:,} already known "
@@ -151,13 +159,8 @@ def cmd_clients_import(config: Config, args: argparse.Namespace) -> int:
                 conn, SYSTEM, records, problems, now=now, on_phase=_phase(bar, "clients")
             )
 
-    try:
-        result = _run(config, work)
-    except BatchRejected as exc:
-        _report_rejection(exc, path, sys.stderr)
-        return 1
-    except ApiError as exc:
-        print(f"perks: {path}: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
+    result = _run_import(config, path, work)
+    if result is None:
         return 1
     print(
         f"{path}: {result['received']:,} clients read, {result['created']:,} created, {result['updated']:,} updated, "

@@ -201,11 +201,7 @@ async def void_as_merchant(request: web.Request, body: VoidRequest) -> web.Respo
 
     The client's yearly quota and monthly cap and the merchant's capacity come back, in the quota year and month
     the redemption counted in; the voucher stays spent. Audited as `redemption.void`."""
-    redemption_id = parse_id(request.match_info["redemption_id"])
-    now = request.config_dict[CLOCK].now()
-    async with request.config_dict[POOL].acquire() as conn:
-        voided = await service.void(conn, principal_of(request), redemption_id, body.reason, now, as_bank=False)
-    return json_response(voided)
+    return await _void(request, body, as_bank=False)
 
 
 @routes.post("/api/v1/redemptions/{redemption_id}/void")
@@ -221,10 +217,14 @@ async def void_as_bank(request: web.Request, body: VoidRequest) -> web.Response:
 
     The client's yearly quota and monthly cap and the merchant's capacity come back, in the quota year and month
     the redemption counted in; the voucher stays spent. Audited as `redemption.void`."""
+    return await _void(request, body, as_bank=True)
+
+
+async def _void(request: web.Request, body: VoidRequest, *, as_bank: bool) -> web.Response:
     redemption_id = parse_id(request.match_info["redemption_id"])
     now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:
-        voided = await service.void(conn, principal_of(request), redemption_id, body.reason, now, as_bank=True)
+        voided = await service.void(conn, principal_of(request), redemption_id, body.reason, now, as_bank=as_bank)
     return json_response(voided)
 
 
