@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import asyncpg
 
 from perks.audit import service as audit
 from perks.core.auth import Principal
-from perks.core.errors import BadRequest, Conflict, NotFound
+from perks.core.errors import NotFound
+from perks.core.updates import changed_fields, constraint_errors
 
 # The database's constraints are the last word on every rule; these name the field each one guards, so that a
 # caller that skipped the HTTP models (an importer, a seeder) still gets a 400 or 409 rather than a 500.
@@ -28,30 +28,6 @@ CATALOGUE_CONSTRAINTS = {
     "entitlements_yearly_quota_check": "yearly_quota",
     "entitlements_monthly_cap_check": "monthly_cap",
 }
-
-
-@contextmanager
-def constraint_errors(fields: Mapping[str, str]) -> Iterator[None]:
-    """Turn a refusal by a database constraint into the API's error naming the field it guards."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        field = fields.get(exc.constraint_name or "", "body")
-        raise Conflict(details={"fields": {field: "already taken"}}) from None
-    except asyncpg.CheckViolationError as exc:
-        raise BadRequest({fields.get(exc.constraint_name or "", "body"): "not an allowed value"}) from None
-    except asyncpg.NotNullViolationError as exc:
-        column = exc.column_name or "body"
-        raise BadRequest({fields.get(column, column): "must not be null"}) from None
-    except asyncpg.ForeignKeyViolationError as exc:
-        raise BadRequest({fields.get(exc.constraint_name or "", "body"): "does not exist"}) from None
-
-
-def _changed(before: Mapping[str, Any], changes: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    unknown = set(changes) - allowed
-    if unknown:
-        raise TypeError(f"cannot change {sorted(unknown)}")
-    return {name: value for name, value in changes.items() if before[name] != value}
 
 
 # Tiers ----------------------------------------------------------------------------------------------------------
@@ -122,7 +98,7 @@ async def update_tier(conn: asyncpg.Connection, actor: Principal, code: str, **c
         if row is None:
             raise NotFound()
         before = tier_view(row)
-        changed = _changed(before, changes, TIER_FIELDS)
+        changed = changed_fields(before, changes, TIER_FIELDS)
         if not changed:
             return before
         merged = before | changed
@@ -221,7 +197,7 @@ async def update_perk(conn: asyncpg.Connection, actor: Principal, code: str, **c
         if row is None:
             raise NotFound()
         before = perk_view(row)
-        changed = _changed(before, changes, PERK_FIELDS)
+        changed = changed_fields(before, changes, PERK_FIELDS)
         if not changed:
             return before
         merged = before | changed

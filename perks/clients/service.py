@@ -9,10 +9,10 @@ from uuid import UUID
 import asyncpg
 
 from perks.audit import service as audit
-from perks.catalogue.service import constraint_errors
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.pagination import time_id_after
+from perks.core.updates import changed_fields, constraint_errors
 from perks.points.evaluation import record_tier_change
 
 STATUSES = ("active", "blocked")
@@ -139,9 +139,6 @@ async def update_client(
 
     A tier change applies at once: from then on the client is entitled to what the new tier grants; it joins the
     tier history (reason ``manual``), and the next tier evaluation may change it unless an override holds."""
-    unknown = set(changes) - CLIENT_FIELDS
-    if unknown:
-        raise TypeError(f"cannot change {sorted(unknown)}")
     if "birthday" in changes:
         _check_birthday(changes["birthday"], today)
     async with conn.transaction():
@@ -149,7 +146,7 @@ async def update_client(
         if row is None:
             raise NotFound()
         before = client_view(row)
-        changed = {name: value for name, value in changes.items() if before[name] != value}
+        changed = changed_fields(before, changes, CLIENT_FIELDS)
         if not changed:
             return before
         merged = before | changed

@@ -12,6 +12,7 @@ from perks.audit import service as audit
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
 from perks.core.pagination import time_id_after
+from perks.core.updates import changed_fields
 
 MERCHANT_STATUSES = ("active", "suspended")
 
@@ -52,10 +53,6 @@ def agreement_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
-
-
-def _changed(current: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
-    return any(current[name] != value for name, value in changes.items())
 
 
 # ---- merchants -------------------------------------------------------------------------------
@@ -133,7 +130,7 @@ async def update_merchant(
         if row is None:
             raise NotFound()
         before = merchant_view(row)
-        if not _changed(before, changes):
+        if not changed_fields(before, changes):
             return before
         wanted = {**before, **changes}
         row = await conn.fetchrow(
@@ -211,7 +208,7 @@ async def update_store(
         if row is None:
             raise NotFound()
         before = store_view(row)
-        if not _changed(before, changes):
+        if not changed_fields(before, changes):
             return before
         wanted = {**before, **changes}
         row = await conn.fetchrow(UPDATE_STORE, store_id, wanted["name"], wanted["address"])
@@ -272,7 +269,7 @@ async def put_agreement(
                 current = await conn.fetchrow(SELECT_AGREEMENT_FOR_UPDATE, merchant_id, perk)
         before = agreement_view(current) if current is not None else None
         if before is not None:
-            if not _changed(before, terms):
+            if not changed_fields(before, terms):
                 return before
             row = await conn.fetchrow(UPDATE_AGREEMENT, merchant_id, perk, yearly_capacity, unit_price_fen)
         after = agreement_view(row)

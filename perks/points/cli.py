@@ -53,7 +53,9 @@ def _progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(config: Config, work: Callable[[asyncpg.Connection], Any]) -> Any:
-    from perks.cli import _with_connection  # here, not at the top: perks.cli imports this module
+    from perks.cli import (
+        _with_connection,  # here, not at the top: perks.cli imports this module
+    )
 
     return asyncio.run(_with_connection(config, work))
 

@@ -10,9 +10,9 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from perks.audit import service as audit
-from perks.catalogue.service import constraint_errors
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
+from perks.core.updates import constraint_errors
 from perks.points.window import points_window
 
 # Any constant works; it only has to be the same for every process that evaluates this database.

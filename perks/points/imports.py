@@ -9,12 +9,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import asyncpg
 from pydantic import Field, ValidationError
 
-from perks.core.fields import Code
-from perks.catalogue.service import constraint_errors
 from perks.clients.fields import Birthday, ClientName, ExternalRef, Phone
 from perks.clients.service import CLIENT_CONSTRAINTS, EARLIEST_BIRTHDAY
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest
+from perks.core.fields import Code
+from perks.core.updates import constraint_errors
 from perks.core.validation import Body
 from perks.points.csvio import Problems
 

@@ -12,11 +12,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from perks.catalogue.routes import READERS, WRITERS
-from perks.core.fields import Code, cursor_value
 from perks.clients.routes import bank_today
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.endpoint import Handler, endpoint, principal_of, spec_of
 from perks.core.errors import ApiError, BadRequest
+from perks.core.fields import Code, cursor_value
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, page

@@ -8,9 +8,9 @@ from typing import Any, Mapping
 import asyncpg
 
 from perks.audit import service as audit
-from perks.catalogue.service import constraint_errors
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest
+from perks.core.updates import constraint_errors
 
 MAX_POINTS_PER_YUAN = Decimal(10_000)
 RULE_CONSTRAINTS = {"code_check": "source", "points_rules_points_per_yuan_check": "points_per_yuan"}
