@@ -31,6 +31,9 @@ class Principal:
     username: str | None = None
     merchant_id: str | None = None
     store_id: str | None = None
+    # The user's (or client's) session generation when the token was issued: a disable, a password change or a
+    # block bumps the stored one, and every older token is refused.
+    session_generation: int = 0
 
     @property
     def is_staff(self) -> bool:
@@ -67,6 +70,7 @@ class SessionTokens:
             "iat": int(now.timestamp()),
             "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()),
             "jti": secrets.token_urlsafe(9),
+            "gen": principal.session_generation,
         }
         if principal.username:
             claims["usr"] = principal.username
@@ -94,12 +98,16 @@ class SessionTokens:
             raise Unauthorized()
         if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():
             raise Unauthorized()
+        generation = claims.get("gen", 0)
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise Unauthorized()
         return Principal(
             id=str(claims["sub"]),
             role=claims["role"],
             username=claims.get("usr"),
             merchant_id=claims.get("mid"),
             store_id=claims.get("sid"),
+            session_generation=generation,
         )
 
 
