@@ -44,3 +44,11 @@ ALTER TABLE redemptions ADD COLUMN grant_id uuid REFERENCES grants (id);
 ALTER TABLE clients ADD COLUMN tags code[] NOT NULL DEFAULT '{}' CHECK (cardinality(tags) <= 32);
 CREATE INDEX clients_tags ON clients USING gin (tags);
 ALTER TABLE entitlements ADD COLUMN required_tag code;
+
+-- A per-user request counter for terminals (scan, redeem), shared by every worker and host: a stolen cashier token
+-- cannot scan hundreds of times a second. UNLOGGED: after a crash it starts empty, which only forgives a minute.
+CREATE UNLOGGED TABLE request_rates (
+    user_id       uuid PRIMARY KEY,
+    window_start  timestamptz NOT NULL,
+    count         integer NOT NULL CHECK (count >= 0)
+);

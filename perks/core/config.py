@@ -30,6 +30,12 @@ class Config:
     secure_cookies: bool = False
     pool_max_size: int = 20
     log_level: str = "INFO"
+    # Scans plus redemptions one merchant user may make per minute, across every worker: far above any real till.
+    terminal_rate_limit_per_minute: int = 120
+    # The service's public base URL (for links it hands out, such as wallet links); never taken from request headers.
+    public_url: str | None = None
+    # A bearer token that /metrics requires when set (keep /metrics internal otherwise).
+    metrics_token: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -68,6 +74,9 @@ class Config:
             secure_cookies=(env.get("PERKS_SECURE_COOKIES") or "").lower() in ("1", "true", "yes"),
             pool_max_size=_int(env, "PERKS_DB_POOL_SIZE", 20, 1, 500),
             log_level=(env.get("PERKS_LOG_LEVEL") or "INFO").upper(),
+            terminal_rate_limit_per_minute=_int(env, "PERKS_TERMINAL_RATE_LIMIT", 120, 1, 1_000_000),
+            public_url=(env.get("PERKS_PUBLIC_URL") or "").rstrip("/") or None,
+            metrics_token=env.get("PERKS_METRICS_TOKEN") or None,
         )
 
 
