@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
 import os
-import signal
+import socket
 import sys
 import tempfile
 from typing import Any, Awaitable, Callable, Sequence
@@ -137,7 +136,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
     asyncio.run(prepare())
     if args.workers <= 1:
-        _run_worker(host, port, args.certfile, args.keyfile, reuse_port=False)
+        _run_worker(args.certfile, args.keyfile, host=host, port=port)
         return 0
     return _run_workers(args.workers, host, port, args.certfile, args.keyfile)
 
@@ -153,12 +152,14 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     if args.no_serve:
         return 0
     if args.workers <= 1:
-        _run_worker(host, port, args.certfile, args.keyfile, reuse_port=False)
+        _run_worker(args.certfile, args.keyfile, host=host, port=port)
         return 0
     return _run_workers(args.workers, host, port, args.certfile, args.keyfile)
 
 
-def _run_worker(host: str, port: int, certfile: str | None, keyfile: str | None, reuse_port: bool) -> None:
+def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None = None, port: int | None = None,
+                sock: socket.socket | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve the application in this process, on ``host``/``port`` or on a socket the supervisor opened."""
     from aiohttp import web
 
     from perks.app import create_app
@@ -171,37 +172,39 @@ def _run_worker(host: str, port: int, certfile: str | None, keyfile: str | None,
 
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(certfile, keyfile)
+    app = create_app(config)
+    if on_ready is not None:
+        # After every resource's start-up (pool, key ring): the supervisor then counts this worker as started.
+        async def started(app: web.Application) -> None:
+            on_ready()
+
+        app.on_startup.append(started)
     web.run_app(
-        create_app(config),
-        host=host,
-        port=port,
+        app,
+        host=None if sock else host,
+        port=None if sock else port,
+        sock=sock,
         ssl_context=ssl_context,
-        reuse_port=reuse_port or None,
         shutdown_timeout=20,
         access_log_format='%a "%r" %s %b %Tfs rid=%{X-Request-ID}o',
         print=lambda text: log.info("%s", text.strip()),
     )
 
 
+def _serve_on(sock: socket.socket, ready: Any, certfile: str | None, keyfile: str | None) -> None:
+    """A supervised worker's body: serve on the socket it was handed, and say when it has started."""
+    _run_worker(certfile, keyfile, sock=sock, on_ready=ready.set)
+
+
 def _run_workers(workers: int, host: str, port: int, certfile: str | None, keyfile: str | None) -> int:
-    """N processes listening on one port (SO_REUSEPORT); SIGTERM or Ctrl-C stops them gracefully."""
+    """N supervised processes on one port: a dead worker is replaced; SIGTERM or Ctrl-C stops them all (exit 0)."""
+    from perks.supervisor import Supervisor, listening_sockets
+
     os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="perks-metrics-"))
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_run_worker, args=(host, port, certfile, keyfile, True), name=f"perks-worker-{n}")
-        for n in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    log.info("serving on %s:%s with %d workers", host, port, workers)
-
-    def stop(signum: int, frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid:
-                os.kill(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for process in processes:
-        process.join()
-    return max((process.exitcode or 0) for process in processes)
+    try:
+        sockets = listening_sockets(host, port, workers)
+    except OSError as exc:
+        log.critical("cannot listen on %s:%s: %s", host, port, exc.strerror or exc)
+        return 1
+    log.info("serving on %s:%s with %d workers", host, sockets[0].getsockname()[1], workers)
+    return Supervisor(_serve_on, sockets, (certfile, keyfile)).run()
