@@ -56,8 +56,17 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="voucher signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    rotate = key_commands.add_parser("rotate", help="make a new active signing key")
+    rotate = key_commands.add_parser(
+        "rotate", help="make a new signing key: published at once, signing after a lead time (no voucher refused)")
+    rotate.add_argument("--now", action="store_true",
+                        help="sign with it at once (a leaked key: processes that have not reloaded refuse briefly)")
     rotate.set_defaults(func=cmd_keys_rotate)
+
+    secret = commands.add_parser("secret", help="the service secret (PERKS_SECRET)")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True)
+    secret_rotate = secret_commands.add_parser(
+        "rotate", help="re-encrypt the signing keys under PERKS_NEW_SECRET (see docs/operations.md)")
+    secret_rotate.set_defaults(func=cmd_secret_rotate)
 
     demo = commands.add_parser("demo", help="seed a demo program, print its logins and URLs, and serve")
     _serve_options(demo)
@@ -118,12 +127,50 @@ def cmd_staff_create(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(config: Config, args: argparse.Namespace) -> int:
-    """``perks keys rotate``."""
-    from perks.vouchers.keys import rotate_keys
+    """``perks keys rotate [--now]``."""
+    from perks.vouchers.keys import ROTATION_LEAD_SECONDS, activation_of, rotate_keys
 
-    kid = asyncio.run(_with_connection(config, lambda conn: rotate_keys(conn, config)))
-    print(f"new active signing key {kid}")
+    async def work(conn: asyncpg.Connection) -> tuple[str, Any]:
+        kid = await rotate_keys(conn, config, 0 if args.now else ROTATION_LEAD_SECONDS)
+        return kid, await activation_of(conn, kid)
+
+    kid, activates_at = asyncio.run(_with_connection(config, work))
+    print(f"new signing key {kid}: published now, signing from {activates_at.isoformat()}")
     return 0
+
+
+def cmd_secret_rotate(config: Config, args: argparse.Namespace) -> int:
+    """``perks secret rotate``: PERKS_SECRET is the current secret, PERKS_NEW_SECRET the next."""
+    import dataclasses
+
+    from perks.vouchers.keys import KeyDecryptionError, reencrypt_keys
+
+    new_secret = os.environ.get("PERKS_NEW_SECRET", "")
+    if len(new_secret) < 16 or new_secret == config.secret:
+        print("perks: set PERKS_NEW_SECRET to the new secret (16 characters or more, not the current one)",
+              file=sys.stderr)
+        return 2
+    new_config = dataclasses.replace(config, secret=new_secret)
+    try:
+        count = asyncio.run(_with_connection(config, lambda conn: reencrypt_keys(conn, config, new_config)))
+    except KeyDecryptionError as exc:
+        print(f"perks: nothing changed: {exc}", file=sys.stderr)
+        return 1
+    if config.embedded and not os.environ.get("PERKS_SECRET"):
+        _replace_embedded_secret(config, new_secret)
+    print(f"re-encrypted {count} signing key(s); now restart every instance with the new PERKS_SECRET "
+          "(sessions and wallet links made under the old one are refused from then on)")
+    return 0
+
+
+def _replace_embedded_secret(config: Config, new_secret: str) -> None:
+    # The embedded mode keeps its secret in the data directory: swap the file whole.
+    path = config.data_dir / "secret"
+    tmp = path.with_name(f".secret.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(new_secret)
+    os.replace(tmp, path)
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
