@@ -380,3 +380,52 @@ async def test_starts_while_the_database_is_away_and_loads_keys_when_it_returns(
             assert [key["kid"] for key in (await response.json())["keys"]] == [ring.active_kid]
     finally:
         await proxy.stop()
+
+
+async def _perks_cli(config, *args: str, **env: str) -> tuple[int, str]:
+    environ = {**os.environ, "DATABASE_URL": config.database_url, "PERKS_SECRET": config.secret,
+               "PERKS_DATA_DIR": str(config.data_dir), **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "perks", *args, env=environ, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, output.decode()
+
+
+async def test_secret_rotation_reencrypts_every_key_and_a_restart_on_the_new_secret_serves_on(
+        aiohttp_client, client, api, db, config, clock):
+    old_voucher = await voucher_of_new_client(api)
+    old_session = await api.staff("auditor")
+    await rotate_keys(db, config, lead_seconds=0)
+    kids = [key.kid for key in await load_keys(db, config, clock.now())]
+    new_config = dataclasses.replace(config, secret="the-next-secret-" + os.urandom(8).hex())
+
+    code, output = await _perks_cli(config, "secret", "rotate", PERKS_NEW_SECRET=new_config.secret)
+    assert code == 0, output
+    assert "re-encrypted 2 signing key(s)" in output
+    with pytest.raises(KeyDecryptionError):
+        await load_keys(db, config, clock.now())
+    assert [key.kid for key in await load_keys(db, new_config, clock.now())] == kids
+    [entry] = [e for e in await api.audit_entries(entity_type="signing_key") if e["action"] == "secret.rotate"]
+    assert entry["after"]["reencrypted_kids"] == sorted(entry["after"]["reencrypted_kids"], key=kids.index)
+    assert config.secret not in json.dumps(entry) and new_config.secret not in json.dumps(entry)
+
+    # The service restarted with the new secret: the same keys verify old vouchers and sign new ones;
+    # sessions signed under the old secret are refused (their holders log in again).
+    restarted = await aiohttp_client(create_app(new_config, clock=clock))
+    ring = restarted.app[KEYRING]
+    assert ring.verify(old_voucher["token"]).jti
+    assert ring.active_kid == kids[-1]
+    async with restarted.get("/api/v1/audit", headers={"Authorization": f"Bearer {old_session}"}) as response:
+        assert response.status == 401
+
+
+async def test_secret_rotation_with_the_wrong_current_secret_changes_nothing(client, db, config, clock):
+    before = await db.fetch("SELECT kid, private_key_encrypted FROM signing_keys ORDER BY kid")
+    wrong = dataclasses.replace(config, secret="not-the-secret-at-all-" + os.urandom(4).hex())
+    code, output = await _perks_cli(wrong, "secret", "rotate", PERKS_NEW_SECRET="another-secret-" + os.urandom(8).hex())
+    assert code == 1 and "nothing changed" in output, output
+    assert await db.fetch("SELECT kid, private_key_encrypted FROM signing_keys ORDER BY kid") == before
+    code, output = await _perks_cli(config, "secret", "rotate")
+    assert code == 2 and "PERKS_NEW_SECRET" in output
