@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
 import os
-import signal
+import socket
 import sys
 import tempfile
 from typing import Any, Awaitable, Callable, Sequence
@@ -57,8 +56,17 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="voucher signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    rotate = key_commands.add_parser("rotate", help="make a new active signing key")
+    rotate = key_commands.add_parser(
+        "rotate", help="make a new signing key: published at once, signing after a lead time (no voucher refused)")
+    rotate.add_argument("--now", action="store_true",
+                        help="sign with it at once (a leaked key: processes that have not reloaded refuse briefly)")
     rotate.set_defaults(func=cmd_keys_rotate)
+
+    secret = commands.add_parser("secret", help="the service secret (PERKS_SECRET)")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True)
+    secret_rotate = secret_commands.add_parser(
+        "rotate", help="re-encrypt the signing keys under PERKS_NEW_SECRET (see docs/operations.md)")
+    secret_rotate.set_defaults(func=cmd_secret_rotate)
 
     demo = commands.add_parser("demo", help="seed a demo program, print its logins and URLs, and serve")
     _serve_options(demo)
@@ -119,12 +127,50 @@ def cmd_staff_create(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(config: Config, args: argparse.Namespace) -> int:
-    """``perks keys rotate``."""
-    from perks.vouchers.keys import rotate_keys
+    """``perks keys rotate [--now]``."""
+    from perks.vouchers.keys import ROTATION_LEAD_SECONDS, activation_of, rotate_keys
 
-    kid = asyncio.run(_with_connection(config, lambda conn: rotate_keys(conn, config)))
-    print(f"new active signing key {kid}")
+    async def work(conn: asyncpg.Connection) -> tuple[str, Any]:
+        kid = await rotate_keys(conn, config, 0 if args.now else ROTATION_LEAD_SECONDS)
+        return kid, await activation_of(conn, kid)
+
+    kid, activates_at = asyncio.run(_with_connection(config, work))
+    print(f"new signing key {kid}: published now, signing from {activates_at.isoformat()}")
     return 0
+
+
+def cmd_secret_rotate(config: Config, args: argparse.Namespace) -> int:
+    """``perks secret rotate``: PERKS_SECRET is the current secret, PERKS_NEW_SECRET the next."""
+    import dataclasses
+
+    from perks.vouchers.keys import KeyDecryptionError, reencrypt_keys
+
+    new_secret = os.environ.get("PERKS_NEW_SECRET", "")
+    if len(new_secret) < 16 or new_secret == config.secret:
+        print("perks: set PERKS_NEW_SECRET to the new secret (16 characters or more, not the current one)",
+              file=sys.stderr)
+        return 2
+    new_config = dataclasses.replace(config, secret=new_secret)
+    try:
+        count = asyncio.run(_with_connection(config, lambda conn: reencrypt_keys(conn, config, new_config)))
+    except KeyDecryptionError as exc:
+        print(f"perks: nothing changed: {exc}", file=sys.stderr)
+        return 1
+    if config.embedded and not os.environ.get("PERKS_SECRET"):
+        _replace_embedded_secret(config, new_secret)
+    print(f"re-encrypted {count} signing key(s); now restart every instance with the new PERKS_SECRET "
+          "(sessions and wallet links made under the old one are refused from then on)")
+    return 0
+
+
+def _replace_embedded_secret(config: Config, new_secret: str) -> None:
+    # The embedded mode keeps its secret in the data directory: swap the file whole.
+    path = config.data_dir / "secret"
+    tmp = path.with_name(f".secret.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(new_secret)
+    os.replace(tmp, path)
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -137,7 +183,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
     asyncio.run(prepare())
     if args.workers <= 1:
-        _run_worker(host, port, args.certfile, args.keyfile, reuse_port=False)
+        _run_worker(args.certfile, args.keyfile, host=host, port=port)
         return 0
     return _run_workers(args.workers, host, port, args.certfile, args.keyfile)
 
@@ -153,12 +199,14 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     if args.no_serve:
         return 0
     if args.workers <= 1:
-        _run_worker(host, port, args.certfile, args.keyfile, reuse_port=False)
+        _run_worker(args.certfile, args.keyfile, host=host, port=port)
         return 0
     return _run_workers(args.workers, host, port, args.certfile, args.keyfile)
 
 
-def _run_worker(host: str, port: int, certfile: str | None, keyfile: str | None, reuse_port: bool) -> None:
+def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None = None, port: int | None = None,
+                sock: socket.socket | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve the application in this process, on ``host``/``port`` or on a socket the supervisor opened."""
     from aiohttp import web
 
     from perks.app import create_app
@@ -171,37 +219,39 @@ def _run_worker(host: str, port: int, certfile: str | None, keyfile: str | None,
 
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(certfile, keyfile)
+    app = create_app(config)
+    if on_ready is not None:
+        # After every resource's start-up (pool, key ring): the supervisor then counts this worker as started.
+        async def started(app: web.Application) -> None:
+            on_ready()
+
+        app.on_startup.append(started)
     web.run_app(
-        create_app(config),
-        host=host,
-        port=port,
+        app,
+        host=None if sock else host,
+        port=None if sock else port,
+        sock=sock,
         ssl_context=ssl_context,
-        reuse_port=reuse_port or None,
         shutdown_timeout=20,
         access_log_format='%a "%r" %s %b %Tfs rid=%{X-Request-ID}o',
         print=lambda text: log.info("%s", text.strip()),
     )
 
 
+def _serve_on(sock: socket.socket, ready: Any, certfile: str | None, keyfile: str | None) -> None:
+    """A supervised worker's body: serve on the socket it was handed, and say when it has started."""
+    _run_worker(certfile, keyfile, sock=sock, on_ready=ready.set)
+
+
 def _run_workers(workers: int, host: str, port: int, certfile: str | None, keyfile: str | None) -> int:
-    """N processes listening on one port (SO_REUSEPORT); SIGTERM or Ctrl-C stops them gracefully."""
+    """N supervised processes on one port: a dead worker is replaced; SIGTERM or Ctrl-C stops them all (exit 0)."""
+    from perks.supervisor import Supervisor, listening_sockets
+
     os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="perks-metrics-"))
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_run_worker, args=(host, port, certfile, keyfile, True), name=f"perks-worker-{n}")
-        for n in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    log.info("serving on %s:%s with %d workers", host, port, workers)
-
-    def stop(signum: int, frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid:
-                os.kill(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for process in processes:
-        process.join()
-    return max((process.exitcode or 0) for process in processes)
+    try:
+        sockets = listening_sockets(host, port, workers)
+    except OSError as exc:
+        log.critical("cannot listen on %s:%s: %s", host, port, exc.strerror or exc)
+        return 1
+    log.info("serving on %s:%s with %d workers", host, sockets[0].getsockname()[1], workers)
+    return Supervisor(_serve_on, sockets, (certfile, keyfile)).run()

@@ -228,21 +228,27 @@ async def test_two_instances_starting_at_once_share_one_key(aiohttp_client, conf
     assert await db.fetchval("SELECT count(*) FROM signing_keys") == 1
 
 
-async def test_rotation_reaches_another_instance_and_old_vouchers_still_verify(aiohttp_client, client, api, db, config, clock):
+async def test_rotation_publishes_the_new_key_everywhere_before_any_instance_signs_with_it(
+        aiohttp_client, client, api, db, config, clock):
     second = await aiohttp_client(create_app(config, clock=clock))
     rings = [client.app[KEYRING], second.app[KEYRING]]
     old_voucher = await voucher_of_new_client(api)
     old_kid = rings[0].active_kid
 
-    new_kid = await rotate_keys(db, config)
+    new_kid = await rotate_keys(db, config, lead_seconds=3)
     assert new_kid != old_kid and len(new_kid) == 8
-    await wait_until(lambda: all(ring.active_kid == new_kid for ring in rings))
+    await wait_until(lambda: all(new_kid in ring.kids() for ring in rings))
+    # Published by both instances, in the JWKS too, yet neither signs with it before its instant.
+    assert [ring.active_kid for ring in rings] == [old_kid, old_kid]
+    for app_client in (client, second):
+        async with app_client.get(JWKS) as response:
+            assert [key["kid"] for key in (await response.json())["keys"]] == [old_kid, new_kid]
+    activates_at = await db.fetchval("SELECT activates_at FROM signing_keys WHERE kid = $1", new_kid)
+    assert await db.fetchval("SELECT retired_at FROM signing_keys WHERE kid = $1", old_kid) == activates_at
 
+    await wait_until(lambda: all(ring.active_kid == new_kid for ring in rings), seconds=6)
     for ring in rings:
         assert ring.verify(old_voucher["token"]).kid == old_kid
-    async with second.get(JWKS) as response:
-        published = [key["kid"] for key in (await response.json())["keys"]]
-    assert published == [old_kid, new_kid]
     new_voucher = await voucher_of_new_client(api)
     assert rings[1].verify(new_voucher["token"]).kid == new_kid
 
@@ -252,12 +258,42 @@ async def test_rotation_reaches_another_instance_and_old_vouchers_still_verify(a
     assert "private_key_encrypted" not in json.dumps(entry)
 
 
+async def test_rotation_under_load_across_two_instances_refuses_no_voucher(aiohttp_client, client, api, db, config, clock):
+    """Vouchers minted on one instance are scanned on the other, continuously, across a rotation's switch."""
+    from tests.support import Api
+
+    second = await aiohttp_client(create_app(config, clock=clock))
+    apis = [api, Api(second, db)]
+    program = await api.program(yearly_quota=None)
+    members = [await api.member(program["tier"]) for _ in range(6)]
+    old_kid = client.app[KEYRING].active_kid
+    kids: set[str] = set()
+    refusals: list[Any] = []
+
+    async def mint_here_scan_there(n: int, until: float) -> None:
+        _, token = members[n]
+        minting, scanning = apis[n % 2], apis[(n + 1) % 2]
+        while asyncio.get_running_loop().time() < until:
+            voucher = await minting.voucher(token, program["perk"])
+            kids.add(json.loads(base64.urlsafe_b64decode(voucher["token"].split(".")[0] + "=="))["kid"])
+            status, body = await scanning.call("POST", "/api/v1/merchant/scan", program["cashier"],
+                                               json={"token": voucher["token"]})
+            if status != 200:
+                refusals.append((status, body))
+
+    new_kid = await rotate_keys(db, config, lead_seconds=1.5)
+    until = asyncio.get_running_loop().time() + 4
+    await asyncio.gather(*(mint_here_scan_there(n, until) for n in range(len(members))))
+    assert refusals == []
+    assert kids == {old_kid, new_kid}
+
+
 async def test_retired_key_leaves_the_jwks_only_after_the_longest_voucher_ttl(api, client, db, config, clock):
     await api.perk(voucher_ttl_seconds=60)
     old_voucher = await voucher_of_new_client(api, voucher_ttl_seconds=900)
     ring = client.app[KEYRING]
     old_kid = ring.active_kid
-    new_kid = await rotate_keys(db, config)
+    new_kid = await rotate_keys(db, config, lead_seconds=0)
     await wait_until(lambda: ring.active_kid == new_kid)
     retired_at = await db.fetchval("SELECT retired_at FROM signing_keys WHERE kid = $1", old_kid)
 
@@ -273,7 +309,7 @@ async def test_retired_key_leaves_the_jwks_only_after_the_longest_voucher_ttl(ap
     assert [key.kid for key in await load_keys(db, config, clock.now())] == [new_kid]
 
 
-async def test_cli_rotation_reaches_the_running_service(client, config, api):
+async def test_cli_rotation_reaches_the_running_service(client, config, api, clock):
     ring = client.app[KEYRING]
     old_kid = ring.active_kid
     env = {**os.environ, "DATABASE_URL": config.database_url, "PERKS_SECRET": config.secret,
@@ -284,10 +320,14 @@ async def test_cli_rotation_reaches_the_running_service(client, config, api):
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, output
-    new_kid = output.decode().strip().splitlines()[-1].rsplit(" ", 1)[-1]
-    assert new_kid != old_kid
-    await wait_until(lambda: ring.active_kid == new_kid)
-    assert ring.kids() == [old_kid, new_kid]
+    line = output.decode().strip().splitlines()[-1]
+    new_kid = line.split()[3].rstrip(":")
+    assert new_kid != old_kid and "published now, signing from" in line
+    await wait_until(lambda: ring.kids() == [old_kid, new_kid])
+    # Two minutes of pre-publication by default: the service still signs with the old key.
+    assert ring.active_kid == old_kid
+    activates_at = datetime.fromisoformat(line.rsplit(" ", 1)[-1])
+    assert timedelta(seconds=110) < activates_at - clock.now() <= timedelta(seconds=120)
 
 
 LISTENERS = """
@@ -308,7 +348,7 @@ async def test_the_ring_reconnects_when_its_listening_connection_is_lost(client,
     await db.execute("SELECT pg_terminate_backend($1)", pids[0])
 
     # Rotated while the listener is away: the notification is lost, the reload on reconnecting catches it.
-    new_kid = await rotate_keys(db, config)
+    new_kid = await rotate_keys(db, config, lead_seconds=0)
     await wait_until(lambda: ring.active_kid == new_kid, seconds=10)
     new_pids = await listeners()
     assert new_pids and pids[0] not in new_pids
@@ -340,3 +380,52 @@ async def test_starts_while_the_database_is_away_and_loads_keys_when_it_returns(
             assert [key["kid"] for key in (await response.json())["keys"]] == [ring.active_kid]
     finally:
         await proxy.stop()
+
+
+async def _perks_cli(config, *args: str, **env: str) -> tuple[int, str]:
+    environ = {**os.environ, "DATABASE_URL": config.database_url, "PERKS_SECRET": config.secret,
+               "PERKS_DATA_DIR": str(config.data_dir), **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "perks", *args, env=environ, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, output.decode()
+
+
+async def test_secret_rotation_reencrypts_every_key_and_a_restart_on_the_new_secret_serves_on(
+        aiohttp_client, client, api, db, config, clock):
+    old_voucher = await voucher_of_new_client(api)
+    old_session = await api.staff("auditor")
+    await rotate_keys(db, config, lead_seconds=0)
+    kids = [key.kid for key in await load_keys(db, config, clock.now())]
+    new_config = dataclasses.replace(config, secret="the-next-secret-" + os.urandom(8).hex())
+
+    code, output = await _perks_cli(config, "secret", "rotate", PERKS_NEW_SECRET=new_config.secret)
+    assert code == 0, output
+    assert "re-encrypted 2 signing key(s)" in output
+    with pytest.raises(KeyDecryptionError):
+        await load_keys(db, config, clock.now())
+    assert [key.kid for key in await load_keys(db, new_config, clock.now())] == kids
+    [entry] = [e for e in await api.audit_entries(entity_type="signing_key") if e["action"] == "secret.rotate"]
+    assert entry["after"]["reencrypted_kids"] == sorted(entry["after"]["reencrypted_kids"], key=kids.index)
+    assert config.secret not in json.dumps(entry) and new_config.secret not in json.dumps(entry)
+
+    # The service restarted with the new secret: the same keys verify old vouchers and sign new ones;
+    # sessions signed under the old secret are refused (their holders log in again).
+    restarted = await aiohttp_client(create_app(new_config, clock=clock))
+    ring = restarted.app[KEYRING]
+    assert ring.verify(old_voucher["token"]).jti
+    assert ring.active_kid == kids[-1]
+    async with restarted.get("/api/v1/audit", headers={"Authorization": f"Bearer {old_session}"}) as response:
+        assert response.status == 401
+
+
+async def test_secret_rotation_with_the_wrong_current_secret_changes_nothing(client, db, config, clock):
+    before = await db.fetch("SELECT kid, private_key_encrypted FROM signing_keys ORDER BY kid")
+    wrong = dataclasses.replace(config, secret="not-the-secret-at-all-" + os.urandom(4).hex())
+    code, output = await _perks_cli(wrong, "secret", "rotate", PERKS_NEW_SECRET="another-secret-" + os.urandom(8).hex())
+    assert code == 1 and "nothing changed" in output, output
+    assert await db.fetch("SELECT kid, private_key_encrypted FROM signing_keys ORDER BY kid") == before
+    code, output = await _perks_cli(config, "secret", "rotate")
+    assert code == 2 and "PERKS_NEW_SECRET" in output

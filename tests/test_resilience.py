@@ -96,3 +96,64 @@ def test_serve_runs_workers_on_one_port_and_stops_on_sigterm(database_url, tmp_p
         if process.stdout:
             process.stdout.close()
     assert "Traceback" not in output, output
+
+
+def _serve(database_url: str, tmp_path, *extra: str) -> tuple[subprocess.Popen, int, "os.PathLike[str]"]:
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "PERKS_SECRET": "a-test-secret-of-enough-length",
+           "PERKS_DATA_DIR": str(tmp_path)}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "perks", "serve", "--port", str(port), *extra],
+            env=env, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return process, port, log_path
+
+
+def _worker_pids(log_path) -> list[int]:
+    """The pids of the workers that have started serving, in order."""
+    import re
+
+    return [int(pid) for pid in re.findall(r"INFO (\d+) perks \[-\] =+ Running on", log_path.read_text())]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(database_url, tmp_path):
+    process, port, log_path = _serve(database_url, tmp_path, "--workers", "2")
+    try:
+        _wait_until_serving(f"http://127.0.0.1:{port}/readyz", process)
+        deadline = time.monotonic() + 30
+        while len(_worker_pids(log_path)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        victim = _worker_pids(log_path)[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # The other worker keeps answering meanwhile (a connection queued on the dead one's socket waits for it).
+        for _ in range(10):
+            assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        while len(_worker_pids(log_path)) < 3:
+            assert time.monotonic() - killed_at < 10, log_path.read_text()
+            time.sleep(0.05)
+        assert _worker_pids(log_path)[2] not in (victim, *_worker_pids(log_path)[:2])
+        assert "died with signal SIGKILL" in log_path.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+    finally:
+        _stop(process)
+
+
+def test_workers_that_keep_crashing_at_start_make_serve_give_up_non_zero(database_url, tmp_path):
+    process, _, log_path = _serve(database_url, tmp_path, "--workers", "2", "--certfile", str(tmp_path / "missing.pem"))
+    try:
+        assert process.wait(timeout=120) == 1
+    finally:
+        _stop(process)
+    output = log_path.read_text()
+    assert "giving up" in output and output.count("retrying in") >= 4, output

@@ -20,17 +20,59 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "perks"
 
-# Errors that mean "the database is not there right now", as opposed to a mistake in a query.
+# Errors that mean "the database is not there right now", as opposed to a mistake in a query. Connection-level
+# only: a query's own errors (a constraint, bad data) are never among them. Every request acquires its own connection
+# and the pool below bounds waiting, so each of these reaches the client as 503 database_unavailable.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    OSError,  # ConnectionResetError, ConnectionRefusedError, ...
+    asyncio.TimeoutError,  # acquire or connect past its bound
+    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
     asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
+    asyncpg.AdminShutdownError,  # pg_ctl stop/restart -m fast
+    asyncpg.CrashShutdownError,  # another backend crashed, or -m immediate
 )
+
+# How long a request waits for a pooled connection, and for a new connection to be made: past these the database
+# counts as unavailable (503), never a hang. Releasing a connection (its reset) shares the acquire budget.
+ACQUIRE_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+# A statement running longer than this is cut (reports over a year of data stay well under it).
+COMMAND_TIMEOUT_SECONDS = 30.0
+# What asyncpg's protocol says when an operation starts on a connection the server has just terminated (its
+# unsolicited FATAL left the protocol mid-state before the socket's end is seen). Requests never share a connection,
+# so in this service it only ever means that.
+_INTERRUPTED_PROTOCOL = "cannot switch to state"
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database (or the connection to it) is gone, rather than a mistake in a query."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    return isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith(_INTERRUPTED_PROTOCOL)
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool with bounds on waiting, and a release that never fails a request that has already finished.
+
+    A connection the server terminated while the request held it cannot be reset on release; asyncpg then drops it
+    (the next acquire opens a fresh one) and re-raises. When the request's own work succeeded (perhaps a commit),
+    that error must not replace its answer: it is logged and swallowed here, once for every ``acquire()``.
+    """
+
+    def acquire(self, *, timeout: float | None = ACQUIRE_TIMEOUT_SECONDS):  # type: ignore[no-untyped-def, override]
+        """A pooled connection, waiting at most ``timeout`` seconds for one."""
+        return super().acquire(timeout=timeout)
+
+    async def release(self, connection, *, timeout: float | None = None) -> None:  # type: ignore[no-untyped-def]
+        """Return ``connection``; a connection already broken is dropped quietly (asyncpg terminates it)."""
+        try:
+            await super().release(connection, timeout=timeout)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            log.warning("dropped a broken database connection on release (%s)", type(exc).__name__)
 
 
 def start_embedded_server(data_dir: Path, cleanup_mode: str = "stop") -> Any:
@@ -99,15 +141,20 @@ async def connect(url: str) -> asyncpg.Connection:
 async def create_pool(url: str, max_size: int = 20) -> asyncpg.Pool:
     """A connection pool that opens connections lazily, so the service starts and recovers
     while the database is away."""
-    pool = await asyncpg.create_pool(
+    pool = Pool(
         url,
         min_size=0,
         max_size=max_size,
-        init=init_connection,
-        command_timeout=30,
+        max_queries=50_000,
         max_inactive_connection_lifetime=60,
+        init=init_connection,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        command_timeout=COMMAND_TIMEOUT_SECONDS,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

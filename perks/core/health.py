@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from perks.core.appkeys import METRICS, POOL
-from perks.core.db import UNAVAILABLE_ERRORS
+from perks.core.db import is_database_unavailable
 from perks.core.endpoint import endpoint
 from perks.core.errors import DatabaseUnavailable
 from perks.core.jsonutil import json_response
@@ -36,8 +36,10 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(3):
             async with request.config_dict[POOL].acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    except UNAVAILABLE_ERRORS:
-        raise DatabaseUnavailable() from None
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            raise DatabaseUnavailable() from None
+        raise
     return json_response({"status": "ok"})
 
 

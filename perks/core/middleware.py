@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from perks.core.appkeys import METRICS, REQUEST_ID
-from perks.core.db import UNAVAILABLE_ERRORS
+from perks.core.db import is_database_unavailable
 from perks.core.errors import MESSAGES, ApiError, DatabaseUnavailable
 from perks.core.jsonutil import json_response
 from perks.core.logs import request_id_var
@@ -71,10 +71,10 @@ async def errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
         if exc.status == 405:
             error.headers["Allow"] = exc.headers.get("Allow", "")
         return error_response(error, request_id)
-    except UNAVAILABLE_ERRORS as exc:
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return error_response(DatabaseUnavailable(), request_id)
-    except Exception:
+    except Exception as exc:
+        if is_database_unavailable(exc):  # the classification lives in perks.core.db
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response(DatabaseUnavailable(), request_id)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ApiError("internal_error", MESSAGES["internal_error"], status=500), request_id)
 

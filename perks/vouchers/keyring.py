@@ -42,7 +42,8 @@ class VoucherClaims:
 
 @dataclass(frozen=True)
 class SigningKey:
-    """One Ed25519 key: the private half only for the active key, ``usable_until`` only for a retired one."""
+    """One Ed25519 key. It signs from ``activates_at`` until ``retired_at`` (None: until the next rotation); the
+    private half is loaded only while it signs or will; ``usable_until`` (retired keys only) ends its publication."""
 
     kid: str
     public_key: Ed25519PublicKey
@@ -50,11 +51,17 @@ class SigningKey:
     created_at: datetime
     retired_at: datetime | None = None
     usable_until: datetime | None = None
+    activates_at: datetime | None = None  # None: since it was created
 
     @property
     def active(self) -> bool:
-        """Whether new vouchers are signed with this key."""
+        """Whether this is the newest key: the one that signs now or, pre-published, soon."""
         return self.retired_at is None
+
+    @property
+    def starts_signing_at(self) -> datetime:
+        """When new vouchers start being signed with this key (a rotation retires its predecessor at that instant)."""
+        return self.activates_at or self.created_at
 
     def live_at(self, now: datetime) -> bool:
         """Whether vouchers signed with this key may still be live at ``now``."""
@@ -91,7 +98,7 @@ class KeyRing:
     def __init__(self, clock: Clock, keys: Iterable[SigningKey] | None = None) -> None:
         self._clock = clock
         self._keys: dict[str, SigningKey] = {}
-        self._active: SigningKey | None = None
+        self._signers: list[SigningKey] = []
         self.loaded = False
         if keys is not None:
             self.replace(keys)
@@ -99,15 +106,25 @@ class KeyRing:
     def replace(self, keys: Iterable[SigningKey]) -> None:
         """Swap in a freshly loaded set of keys (one assignment each, so readers never see half a ring)."""
         by_kid = {key.kid: key for key in keys}
-        active = [key for key in by_kid.values() if key.active and key.private_key is not None]
+        # Newest first: during a pre-publication both the old and the new key hold a private half.
+        self._signers = sorted((key for key in by_kid.values() if key.private_key is not None),
+                               key=lambda key: key.starts_signing_at, reverse=True)
         self._keys = by_kid
-        self._active = active[0] if active else None
         self.loaded = True
+
+    def _signer(self) -> SigningKey | None:
+        # Chosen by the clock at each signature, so a pre-published key starts signing at its instant in every
+        # process at once, with no reload needed.
+        # A clock set before every activation (tests replaying the past) gets the earliest key.
+        now = self._clock.now()
+        started = (key for key in self._signers if key.starts_signing_at <= now)
+        return next(started, self._signers[-1] if self._signers else None)
 
     @property
     def active_kid(self) -> str | None:
-        """The kid new vouchers are signed with."""
-        return self._active.kid if self._active else None
+        """The kid new vouchers are signed with now."""
+        key = self._signer()
+        return key.kid if key else None
 
     def kids(self) -> list[str]:
         """Every kid whose vouchers may still be live, oldest first."""
@@ -117,7 +134,7 @@ class KeyRing:
 
     def sign(self, jti: str, iat: int, exp: int) -> tuple[str, str]:
         """``(token, kid)``: a voucher with exactly these claims, signed with the active key."""
-        key = self._active
+        key = self._signer()
         if key is None or key.private_key is None:
             # Only before the first successful load from the database (see setup.KeyWatcher).
             raise DatabaseUnavailable()

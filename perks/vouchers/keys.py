@@ -29,6 +29,15 @@ CHANNEL = "perks_signing_keys"
 KEYS_LOCK_ID = 7_265_733_210_002
 # The redeemer's leeway past exp: a retired key stays published that much longer.
 EXPIRY_LEEWAY_SECONDS = 10
+# How long every process reads the signing keys again at the latest, should a NOTIFY be missed (setup.KeyWatcher).
+RELOAD_EVERY_SECONDS = 30.0
+# How long a verifier may cache the JWKS (its Cache-Control max-age).
+JWKS_MAX_AGE_SECONDS = 60
+# A rotation publishes the new key this long before it signs. A process that missed the NOTIFY has it within
+# RELOAD_EVERY_SECONDS, and a verifier that fetched the JWKS from that process just before has it within
+# JWKS_MAX_AGE_SECONDS more; the rest is a margin for clocks. So no one ever meets a voucher of a key it has not seen.
+ROTATION_LEAD_SECONDS = 120
+assert ROTATION_LEAD_SECONDS > RELOAD_EVERY_SECONDS + JWKS_MAX_AGE_SECONDS
 NONCE_BYTES = 12
 
 
@@ -64,21 +73,24 @@ def decrypt_private_key(config: Config, kid: str, blob: bytes) -> Ed25519Private
 LOCK_KEYS = "SELECT pg_advisory_xact_lock($1)"
 SELECT_ACTIVE_KID = "SELECT kid FROM signing_keys WHERE retired_at IS NULL"
 INSERT_KEY = """
-INSERT INTO signing_keys (kid, public_key, private_key_encrypted) VALUES ($1, $2, $3)
-RETURNING kid, created_at
+INSERT INTO signing_keys (kid, public_key, private_key_encrypted, activates_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+RETURNING kid, created_at, activates_at
 """
+# The newest key (a pending one included) stops signing when the new one starts.
 RETIRE_ACTIVE_KEY = """
-UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL
-RETURNING kid, created_at, retired_at
+UPDATE signing_keys SET retired_at = now() + make_interval(secs => $1) WHERE retired_at IS NULL
+RETURNING kid, created_at, activates_at, retired_at
 """
 NOTIFY_KEYS_CHANGED = "SELECT pg_notify($1, $2)"
 
 
-async def _insert_new_key(conn: asyncpg.Connection, config: Config) -> asyncpg.Record:
+async def _insert_new_key(conn: asyncpg.Connection, config: Config, lead_seconds: float = 0) -> asyncpg.Record:
     private_key = Ed25519PrivateKey.generate()
     public_raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     kid = new_kid()
-    return await conn.fetchrow(INSERT_KEY, kid, public_raw, encrypt_private_key(config, kid, private_key))
+    return await conn.fetchrow(INSERT_KEY, kid, public_raw, encrypt_private_key(config, kid, private_key),
+                               float(lead_seconds))
 
 
 def _key_view(row: asyncpg.Record | None) -> dict[str, Any] | None:
@@ -102,12 +114,13 @@ async def ensure_active_key(conn: asyncpg.Connection, config: Config) -> str:
     return row["kid"]
 
 
-async def rotate_keys(conn: asyncpg.Connection, config: Config) -> str:
-    """Retire the active key and make a new one in one transaction; every process reloads on the notification."""
+async def rotate_keys(conn: asyncpg.Connection, config: Config, lead_seconds: float = ROTATION_LEAD_SECONDS) -> str:
+    """Make a new key, published at once and signing ``lead_seconds`` later, when the current one retires; every
+    process reloads on the notification. ``lead_seconds=0`` switches at once (a leaked key: accept brief refusals)."""
     async with conn.transaction():
         await conn.execute(LOCK_KEYS, KEYS_LOCK_ID)
-        retired = await conn.fetchrow(RETIRE_ACTIVE_KEY)
-        row = await _insert_new_key(conn, config)
+        retired = await conn.fetchrow(RETIRE_ACTIVE_KEY, float(lead_seconds))
+        row = await _insert_new_key(conn, config, lead_seconds)
         await audit.record(
             conn, SYSTEM, "signing_key.rotate", "signing_key", row["kid"], _key_view(retired), _key_view(row)
         )
@@ -115,11 +128,38 @@ async def rotate_keys(conn: asyncpg.Connection, config: Config) -> str:
     return row["kid"]
 
 
+SELECT_ACTIVATES_AT = "SELECT activates_at FROM signing_keys WHERE kid = $1"
+
+
+async def activation_of(conn: asyncpg.Connection, kid: str) -> datetime | None:
+    """When key ``kid`` signs (or started signing)."""
+    return await conn.fetchval(SELECT_ACTIVATES_AT, kid)
+
+
+SELECT_ALL_KEYS = "SELECT kid, private_key_encrypted FROM signing_keys ORDER BY created_at, kid FOR UPDATE"
+UPDATE_ENCRYPTED = "UPDATE signing_keys SET private_key_encrypted = $2 WHERE kid = $1"
+
+
+async def reencrypt_keys(conn: asyncpg.Connection, config: Config, new_config: Config) -> int:
+    """Re-encrypt every stored private key from ``config``'s secret to ``new_config``'s, in one transaction
+    (all or none); :class:`KeyDecryptionError` when ``config`` does not hold the secret they are stored under."""
+    async with conn.transaction():
+        await conn.execute(LOCK_KEYS, KEYS_LOCK_ID)
+        rows = await conn.fetch(SELECT_ALL_KEYS)
+        for row in rows:
+            private_key = decrypt_private_key(config, row["kid"], row["private_key_encrypted"])
+            await conn.execute(UPDATE_ENCRYPTED, row["kid"], encrypt_private_key(new_config, row["kid"], private_key))
+        # Neither secret is written anywhere: the entry says that it happened, and to which keys.
+        await audit.record(conn, SYSTEM, "secret.rotate", "signing_key", None, None,
+                           {"reencrypted_kids": [row["kid"] for row in rows]})
+    return len(rows)
+
+
 # A retired key is kept while a voucher it signed may still be live: the longest TTL any perk gives, plus the
 # redeemer's leeway, past its retirement.
 SELECT_LIVE_KEYS = """
 WITH longest AS (SELECT COALESCE(max(voucher_ttl_seconds), 0) + $1 AS seconds FROM perks)
-SELECT k.kid, k.public_key, k.private_key_encrypted, k.created_at, k.retired_at,
+SELECT k.kid, k.public_key, k.private_key_encrypted, k.created_at, k.activates_at, k.retired_at,
        k.retired_at + make_interval(secs => longest.seconds) AS usable_until
 FROM signing_keys k CROSS JOIN longest
 WHERE k.retired_at IS NULL OR k.retired_at + make_interval(secs => longest.seconds) > $2
@@ -128,11 +168,12 @@ ORDER BY k.created_at, k.kid
 
 
 async def load_keys(conn: asyncpg.Connection, config: Config, now: datetime) -> list[SigningKey]:
-    """Every key whose vouchers may still be live at ``now``; only the active one's private half is decrypted."""
+    """Every key whose vouchers may still be live at ``now``; only the private halves of keys that sign now or
+    will (the current key, and a pre-published one) are decrypted."""
     rows = await conn.fetch(SELECT_LIVE_KEYS, EXPIRY_LEEWAY_SECONDS, now)
     keys = []
     for row in rows:
-        active = row["retired_at"] is None
+        active = row["retired_at"] is None or row["retired_at"] > now
         keys.append(
             SigningKey(
                 kid=row["kid"],
@@ -141,6 +182,7 @@ async def load_keys(conn: asyncpg.Connection, config: Config, now: datetime) -> 
                 created_at=row["created_at"],
                 retired_at=row["retired_at"],
                 usable_until=row["usable_until"],
+                activates_at=row["activates_at"],
             )
         )
     return keys

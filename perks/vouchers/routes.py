@@ -17,13 +17,15 @@ from perks.core.jsonutil import json_response
 from perks.core.validation import Body, Query
 from perks.points.events import client_points
 from perks.vouchers import qr, service
+from perks.vouchers.keys import JWKS_MAX_AGE_SECONDS
 
 routes = web.RouteTableDef()
 
 CLIENT = {"client"}
 NO_STORE = {"Cache-Control": "no-store"}
-# Short, so that an offline verifier sees a new key soon after a rotation.
-JWKS_CACHE = {"Cache-Control": "public, max-age=60"}
+# Shorter than a rotation's pre-publication lead (see perks.vouchers.keys): a verifier that honours it has every
+# new key before the first voucher signed with it exists.
+JWKS_CACHE = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"}
 ISSUE_REFUSALS = ("client_blocked", "not_entitled", "quota_exhausted", "monthly_cap_reached")
 
 

@@ -19,11 +19,10 @@ from perks.core.clock import Clock
 from perks.core.config import Config
 from perks.core.db import UNAVAILABLE_ERRORS, init_connection, resolve_database_url
 from perks.vouchers.keyring import KeyRing
-from perks.vouchers.keys import CHANNEL, KeyDecryptionError, ensure_active_key, load_keys
+from perks.vouchers.keys import CHANNEL, RELOAD_EVERY_SECONDS, KeyDecryptionError, ensure_active_key, load_keys
 
 log = logging.getLogger(__name__)
 
-RELOAD_EVERY_SECONDS = 30.0
 MAX_RECONNECT_DELAY_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 # How the listening connection names itself in pg_stat_activity.
@@ -41,7 +40,7 @@ async def refresh_ring(conn: asyncpg.Connection, config: Config, ring: KeyRing, 
 
 
 class KeyWatcher:
-    """Reloads a key ring on every NOTIFY of a key change, and every 30 s in case one was missed;
+    """Reloads a key ring on every NOTIFY of a key change, and every RELOAD_EVERY_SECONDS in case one was missed;
     reconnects, with a growing delay, whenever the database goes away."""
 
     def __init__(self, ring: KeyRing, config: Config, clock: Clock, url: str,
