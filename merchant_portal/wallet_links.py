@@ -34,36 +34,40 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-SELECT_CLIENT_STATUS = "SELECT status FROM clients WHERE id = $1"
+SELECT_CLIENT_STATUS = "SELECT status, session_generation FROM clients WHERE id = $1"
 INSERT_LINK = """
-INSERT INTO wallet_links (token_hash, client_id, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO wallet_links (token_hash, client_id, created_by, created_at, expires_at, session_generation)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
 FORGET_OLD_LINKS = "DELETE FROM wallet_links WHERE expires_at < $1"
 
 
 async def mint(conn: asyncpg.Connection, actor: Principal, client_id: UUID, now: datetime) -> tuple[str, datetime]:
-    """A new link secret for ``client_id`` and its expiry; the minting is audited. None for a blocked client."""
-    status = await conn.fetchval(SELECT_CLIENT_STATUS, client_id)
-    if status is None:
+    """A new link secret for ``client_id`` and its expiry; the minting is audited. 403 for a blocked client."""
+    client = await conn.fetchrow(SELECT_CLIENT_STATUS, client_id)
+    if client is None:
         raise NotFound()
-    if status != "active":
+    if client["status"] != "active":
         raise ApiError("client_blocked", status=403)
     token = secrets.token_urlsafe(32)
     expires_at = now + LINK_TTL
     created_by = UUID(actor.id) if actor.is_staff else None
     async with conn.transaction():
-        await conn.execute(INSERT_LINK, token_hash(token), client_id, created_by, now, expires_at)
+        generation = client["session_generation"]
+        await conn.execute(INSERT_LINK, token_hash(token), client_id, created_by, now, expires_at, generation)
         await conn.execute(FORGET_OLD_LINKS, now - KEEP_SPENT_LINKS)
         after = {"client_id": str(client_id), "expires_at": expires_at.isoformat()}
         await audit.record(conn, actor, "wallet_link.create", "client", client_id, None, after, at=now)
     return token, expires_at
 
 
-# A blocked client's links open nothing (and stay unspent: unblocking does not revive them past their expiry).
+# A blocked client's links open nothing; nor, once unblocked, do the links minted before the block (the block
+# bumped the client's session generation, which the link must still match).
 SPEND_LINK = """
 UPDATE wallet_links w SET used_at = $2
 FROM clients c
-WHERE w.token_hash = $1 AND w.used_at IS NULL AND w.expires_at > $2 AND c.id = w.client_id AND c.status = 'active'
+WHERE w.token_hash = $1 AND w.used_at IS NULL AND w.expires_at > $2
+  AND c.id = w.client_id AND c.status = 'active' AND c.session_generation = w.session_generation
 RETURNING w.client_id, c.session_generation
 """
 

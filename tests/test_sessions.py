@@ -124,10 +124,14 @@ async def test_a_blocked_client_loses_every_session_link_and_voucher_at_once(vis
     status, text, _ = await stranger.post("/wallet/open", {"t": URL(unused["url"]).fragment.removeprefix("t=")})
     assert status == 410 and stranger.cookie("perks_wallet") is None
 
-    # Unblocking lets new sessions in; the ones the block ended stay ended.
+    # Unblocking lets new sessions in; the sessions and links the block ended stay ended.
     await api.ok("PATCH", f"/api/v1/clients/{client_id}", operator, json={"status": "active"})
     assert (await api.call("GET", ME, shop["client_token"]))[0] == 401
     assert (await phone.get("/wallet/"))[0] == 401
+    await stranger.get(_on_test_server(unused["url"]))
+    status, text, _ = await stranger.post("/wallet/open", {"t": URL(unused["url"]).fragment.removeprefix("t=")})
+    assert status == 410 and stranger.cookie("perks_wallet") is None
+    assert (await _open_wallet(visitors, api, client_id)).cookie("perks_wallet") is not None
     assert (await api.call("GET", ME, await api.client_session(client_id)))[0] == 200
 
 
