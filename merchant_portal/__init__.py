@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(__file__).parent
 def _site_app(site: Site, tables: list[web.RouteTableDef]) -> web.Application:
     from merchant_portal import pages, security
 
-    sub = web.Application(middlewares=[pages.html_errors])
+    sub = web.Application(middlewares=[pages.html_errors, security.session_guard(site.cookie, site.roles)])
     sub[pages.SITE] = site
     aiohttp_jinja2.setup(
         sub,

@@ -16,6 +16,7 @@ from merchant_portal.pages import (
     site_of,
 )
 from perks.accounts import service as accounts
+from perks.accounts import sessions
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import MERCHANT_ROLES
 from perks.core.endpoint import endpoint
@@ -64,6 +65,7 @@ async def login_submit(request: web.Request) -> web.Response:
     token = security.issue_session(request, principal, ttl)
     response = redirect(site_of(request).url("/scan"))
     security.set_cookie(request, response, site_of(request).cookie, token, site_of(request).prefix, ttl)
+    security.end_pre_session(response)
     return response
 
 
@@ -75,9 +77,12 @@ def _login_refused(request: web.Request, username: str, code: str, status: int) 
 @routes.post("/logout")
 @endpoint(produces="text/html", tag="portal")
 async def logout(request: web.Request) -> web.Response:
-    """Log out: forget the session cookie."""
-    current_principal(request)
+    """Log out: end the user's sessions on the server (on every device: the session generation is bumped), then
+    forget the cookie, so that a copied cookie stops working too."""
+    principal = current_principal(request)
     await checked_form(request)
+    async with request.config_dict[POOL].acquire() as conn:
+        await sessions.log_out(conn, principal, request.config_dict[CLOCK].now())
     response = redirect(site_of(request).url("/login"))
     security.clear_cookie(response, site_of(request).cookie, site_of(request).prefix)
     return response

@@ -67,7 +67,7 @@ async def checked_form(request: web.Request) -> MultiDictProxy[Any]:
     """The posted form, once its CSRF token matches the session (or, before one, the pre-session cookie)."""
     form = await request.post()
     site = site_of(request)
-    seed = request.cookies.get(site.cookie) if PRINCIPAL in request else request.cookies.get(security.PRE_SESSION_COOKIE)
+    seed = request.cookies.get(site.cookie) if PRINCIPAL in request else security.pre_session_value(request)
     presented = form.get(security.CSRF_FIELD)
     security.check_csrf(request, seed, presented if isinstance(presented, str) else None)
     return form

@@ -6,11 +6,12 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from perks.core.appkeys import CLOCK, CONFIG
-from perks.core.auth import Principal, derive_key
+from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.auth import Principal, derive_key, session_is_current
 from perks.core.endpoint import SESSION_TOKENS
 from perks.core.errors import ApiError
 
@@ -38,6 +39,10 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), payment=()",
 }
 PRE_SESSION_COOKIE = "perks_pre"
+PRE_SESSION_SECONDS = 3600
+# Set by the session guard when the site's cookie holds a token whose account has since been disabled, blocked,
+# logged out or given a new password: the page then treats it as no session at all.
+SESSION_REVOKED = web.RequestKey("session_revoked", bool)
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -85,7 +90,13 @@ def issue_session(request: web.Request, principal: Principal, ttl_seconds: int) 
 
 
 def session_principal(request: web.Request, cookie: str, roles: frozenset[str]) -> Principal | None:
-    """The principal of the session cookie ``cookie`` if it is valid and of one of ``roles``."""
+    """The principal of the session cookie ``cookie`` if it is valid, not revoked and of one of ``roles``."""
+    if request.get(SESSION_REVOKED):
+        return None
+    return _cookie_principal(request, cookie, roles)
+
+
+def _cookie_principal(request: web.Request, cookie: str, roles: frozenset[str]) -> Principal | None:
     token = request.cookies.get(cookie)
     if not token:
         return None
@@ -109,14 +120,58 @@ def check_csrf(request: web.Request, seed: str | None, presented: str | None) ->
         raise CsrfRefused()
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def session_guard(cookie: str, roles: frozenset[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """A site's middleware: one primary-key read per page checks that its session cookie has not been revoked."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        principal = _cookie_principal(request, cookie, roles)
+        if principal is not None and "/static/" not in request.path:
+            if not await session_is_current(request.config_dict[POOL], principal):
+                request[SESSION_REVOKED] = True
+        return await handler(request)
+
+    return guard
+
+
+def _pre_session_signature(request: web.Request, body: str) -> str:
+    key = derive_key(request.config_dict[CONFIG].secret, "portal-pre-session")
+    return base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]).decode()
+
+
+def pre_session_value(request: web.Request) -> str | None:
+    """The browser's pre-session cookie if this service issued it within the hour; ``None`` for anything else.
+
+    The value is ``nonce.issued_at.signature``: a value an attacker plants (unsigned, altered or stale) is never
+    used as a CSRF seed, so no page ever shows a CSRF token for it and no form posted with it is accepted."""
+    value = request.cookies.get(PRE_SESSION_COOKIE) or ""
+    nonce, _, rest = value.partition(".")
+    issued, _, signature = rest.partition(".")
+    if len(value) > 96 or not nonce or not issued.isdigit() or not signature:
+        return None
+    if not hmac.compare_digest(_pre_session_signature(request, f"{nonce}.{issued}"), signature):
+        return None
+    age = request.config_dict[CLOCK].now().timestamp() - int(issued)
+    return value if -60 <= age <= PRE_SESSION_SECONDS else None
+
+
 def pre_session_seed(request: web.Request) -> str:
-    """The random value that binds a form shown before any session (login, wallet link) to this browser."""
-    seed = request.cookies.get(PRE_SESSION_COOKIE)
-    if not seed or len(seed) > 64:
-        seed = secrets.token_urlsafe(24)
+    """The signed random value that binds a form shown before any session (login, wallet link) to this browser."""
+    seed = pre_session_value(request)
+    if seed is None:
+        body = f"{secrets.token_urlsafe(18)}.{int(request.config_dict[CLOCK].now().timestamp())}"
+        seed = f"{body}.{_pre_session_signature(request, body)}"
     return seed
 
 
 def keep_pre_session(request: web.Request, response: web.StreamResponse, seed: str) -> None:
     """Send the pre-session value back as a cookie (refreshed with each form shown)."""
-    set_cookie(request, response, PRE_SESSION_COOKIE, seed, "/", 3600)
+    set_cookie(request, response, PRE_SESSION_COOKIE, seed, "/", PRE_SESSION_SECONDS)
+
+
+def end_pre_session(response: web.StreamResponse) -> None:
+    """Forget the pre-session value once it has served (a login, an opened link): each is used for one form."""
+    clear_cookie(response, PRE_SESSION_COOKIE, "/")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from merchant_portal import security, wallet_links
 from merchant_portal.pages import checked_form, current_principal, explain, form_text, redirect, render, site_of
 from perks import quotas
+from perks.accounts import sessions
 from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, KEYRING, METRICS, POOL
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint
@@ -145,23 +146,29 @@ async def open_submit(request: web.Request) -> web.Response:
     token = form_text(form, "t", 128)
     now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:
-        client_id = await wallet_links.spend(conn, token, now)
-    if client_id is None:
+        opened = await wallet_links.spend(conn, token, now)
+    if opened is None:
         return render(request, "error.html", _link_error(request), status=410)
+    client_id, generation = opened
     ttl = request.config_dict[CONFIG].client_session_ttl_seconds
-    session = security.issue_session(request, Principal(id=str(client_id), role="client"), ttl)
+    principal = Principal(id=str(client_id), role="client", session_generation=generation)
+    session = security.issue_session(request, principal, ttl)
     site = site_of(request)
     response = redirect(site.url("/"))
     security.set_cookie(request, response, site.cookie, session, site.prefix, ttl)
+    security.end_pre_session(response)
     return response
 
 
 @routes.post("/logout")
 @endpoint(produces="text/html", tag="wallet")
 async def wallet_logout(request: web.Request) -> web.Response:
-    """Close the wallet on this device."""
-    current_principal(request)
+    """Close the wallet: the client's sessions end on the server (every device's, the bank app's too: the session
+    generation is bumped), so that a copied cookie stops working as well."""
+    client = current_principal(request)
     await checked_form(request)
+    async with request.config_dict[POOL].acquire() as conn:
+        await sessions.log_out(conn, client, request.config_dict[CLOCK].now())
     site = site_of(request)
     response = render(request, "wallet/closed.html", {"principal": None})
     security.clear_cookie(response, site.cookie, site.prefix)

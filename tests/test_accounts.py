@@ -185,10 +185,16 @@ def session_key(config) -> bytes:
     return derive_key(config.secret, "session-tokens")
 
 
-async def test_a_well_made_token_is_accepted(api, session_key):
-    # The control for the attacks below: only the one thing each changes makes it fail.
-    token = jwt.encode(_claims(), session_key, algorithm=SESSION_ALGORITHM)
+async def test_a_well_made_token_is_accepted(api, session_key, db):
+    # The control for the attacks below: only the one thing each changes makes it fail. The token must name a
+    # real, active account at its current session generation: the session check reads it on every request.
+    await api.staff("admin")
+    admin_id = await db.fetchval("SELECT id::text FROM users WHERE role = 'admin'")
+    token = jwt.encode(_claims(sub=admin_id, gen=0), session_key, algorithm=SESSION_ALGORITHM)
     assert (await api.call("GET", "/api/v1/audit", token))[0] == 200
+    for forged in (_claims(), _claims(sub=admin_id, gen=1), _claims(sub="not-a-uuid")):
+        status, body = await api.call("GET", "/api/v1/audit", jwt.encode(forged, session_key, algorithm="HS256"))
+        assert (status, _code(body)) == (401, "unauthorized")
 
 
 @pytest.mark.parametrize(
@@ -237,7 +243,7 @@ async def test_a_missing_or_foreign_authorization_header_is_401(api, header):
 async def test_admin_creates_staff_and_the_creation_is_audited_without_the_password(api):
     username = unique("op")
     user = await api.ok("POST", STAFF, await api.staff("admin"), 201, json={"username": username, "password": PASSWORD, "role": "operator"})
-    assert set(user) == {"id", "username", "role"}
+    assert set(user) == {"id", "username", "role", "status"}
     assert (user["username"], user["role"]) == (username, "operator")
     assert (await _login(api, username))[1]["role"] == "operator"
 
@@ -321,7 +327,7 @@ async def test_bank_staff_create_a_manager_and_a_cashier(api, shop, role):
     assert (manager["role"], manager["merchant_id"], manager["store_id"]) == ("manager", merchant_id, None)
     cashier = await api.ok("POST", _users_path(merchant_id), token, 201,
                            json={"username": unique("c"), "password": PASSWORD, "role": "cashier", "store_id": store_id})
-    assert set(cashier) == {"id", "username", "role", "merchant_id", "store_id"}
+    assert set(cashier) == {"id", "username", "role", "status", "merchant_id", "store_id"}
     assert (cashier["role"], cashier["merchant_id"], cashier["store_id"]) == ("cashier", merchant_id, store_id)
 
     [entry] = await api.audit_entries(entity_type="user", entity_id=cashier["id"])

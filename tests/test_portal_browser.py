@@ -7,6 +7,7 @@ import base64
 from typing import Any, AsyncIterator
 
 import pytest
+from yarl import URL
 
 from tests.browser_support import Browsers, browsers_for
 from tests.support import PASSWORD
@@ -42,7 +43,9 @@ async def _wallet_qr(client, api, browsers: Browsers, shop: dict[str, Any], clie
     """The QR code a client's wallet shows (a PNG) and its voucher's id, reached through a one-time link."""
     link = await api.ok("POST", f"/api/v1/clients/{client_id}/wallet-links", await api.staff("operator"), 201)
     wallet = await browsers.phone()
-    await wallet.goto(link["url"])
+    # The link is built on the configured public URL; the test server listens elsewhere, so go to its path there.
+    link_url = URL(link["url"])
+    await wallet.goto(str(client.make_url(link_url.path)) + "#" + link_url.fragment)
     await wallet.wait_for_url("**/wallet/")
     await wallet.wait_for_selector(f"li[data-perk='{shop['perk']}']")
     await browsers.shot(wallet, "wallet")

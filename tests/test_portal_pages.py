@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from perks.core.errors import MESSAGES
 from tests.support import PASSWORD, unique
@@ -431,6 +432,13 @@ async def test_overview_draws_capacity_and_months_for_managers_only(visitors, sh
 
 # --- wallet links and the wallet ---------------------------------------------------------------------------------
 
+def _on_test_server(url: str) -> str:
+    # Links are built on the configured public base URL (here the default http://127.0.0.1:8080): the test
+    # server listens on a port of its own, so the browser is sent to the link's path and fragment there.
+    link = URL(url)
+    return str(link.relative().with_fragment(link.fragment))
+
+
 async def _wallet_link(api, client_id: str) -> dict[str, Any]:
     return await api.ok("POST", f"/api/v1/clients/{client_id}/wallet-links", await api.staff("operator"), 201)
 
@@ -461,7 +469,7 @@ async def test_bank_staff_mint_one_time_wallet_links(api, shop, db, clock):
 async def test_a_wallet_link_opens_the_wallet_once(visitors, api, shop, clock):
     link = await _wallet_link(api, shop["client"]["id"])
     phone = visitors()
-    status, text, _ = await phone.get(link["url"])
+    status, text, _ = await phone.get(_on_test_server(link["url"]))
     assert status == 200 and 'data-from-fragment="t"' in text and phone.cookie("perks_wallet") is None
     status, _, response = await phone.post("/wallet/open", {"t": link["url"].split("t=")[1]})
     assert status == 303 and response.headers["Location"] == "/wallet/"
@@ -473,13 +481,13 @@ async def test_a_wallet_link_opens_the_wallet_once(visitors, api, shop, clock):
     assert entries[0]["action"] == "wallet_link.use" and entries[0]["actor"]["role"] == "client"
 
     again = visitors()
-    await again.get(link["url"])
+    await again.get(_on_test_server(link["url"]))
     status, text, _ = await again.post("/wallet/open", {"t": link["url"].split("t=")[1]})
     assert status == 410 and "此链接已失效" in text and again.cookie("perks_wallet") is None
 
     late = await _wallet_link(api, shop["client"]["id"])
     clock.advance(minutes=16)
-    status, _, _ = await again.get(late["url"])
+    status, _, _ = await again.get(_on_test_server(late["url"]))
     status, text, _ = await again.post("/wallet/open", {"t": late["url"].split("t=")[1]})
     assert status == 410
 
@@ -487,7 +495,7 @@ async def test_a_wallet_link_opens_the_wallet_once(visitors, api, shop, clock):
 async def _open_wallet(visitors, api, client_id: str) -> Visitor:
     link = await _wallet_link(api, client_id)
     phone = visitors()
-    await phone.get(link["url"])
+    await phone.get(_on_test_server(link["url"]))
     status, _, _ = await phone.post("/wallet/open", {"t": link["url"].split("t=")[1]})
     assert status == 303
     return phone

@@ -12,7 +12,7 @@ import asyncpg
 
 from perks.audit import service as audit
 from perks.core.auth import MERCHANT_ROLES, STAFF_ROLES, Principal
-from perks.core.errors import BadRequest, Conflict, NotFound, TooManyAttempts, Unauthorized
+from perks.core.errors import ApiError, BadRequest, Conflict, NotFound, TooManyAttempts, Unauthorized
 from perks.core.pagination import time_id_after
 from perks.core.passwords import hash_password, verify_password
 
@@ -44,19 +44,23 @@ RECORD_FAILURE = "INSERT INTO login_failures (username, failed_at) VALUES ($1, $
 FORGET_ATTEMPT = "DELETE FROM login_failures WHERE id = $1"
 FORGET_OLD_FAILURES = "DELETE FROM login_failures WHERE failed_at < $1"
 SELECT_USER_BY_USERNAME = """
-SELECT id, username, password_hash, role, merchant_id, store_id FROM users WHERE username = $1
+SELECT id, username, password_hash, role, merchant_id, store_id, status, session_generation
+FROM users WHERE username = $1
 """
 
 
 async def login(conn: asyncpg.Connection, username: str, password: str, now: datetime) -> Principal:
-    """The principal for a correct username and password; throttled after repeated failures."""
+    """The principal for a correct username and password of an active user; throttled after repeated failures.
+
+    A disabled user's right password is refused exactly as a wrong one is (same hashing, same failure count)."""
     if "\x00" in username:
         # PostgreSQL text cannot hold NUL, so no such user exists (and none can be throttled).
         await verify_password(None, password)
         raise Unauthorized("invalid_credentials")
     attempt_id = await _reserve_attempt(conn, username, now)
     row = await conn.fetchrow(SELECT_USER_BY_USERNAME, username)
-    if not await verify_password(row["password_hash"] if row else None, password):
+    matches = await verify_password(row["password_hash"] if row else None, password)
+    if not matches or row is None or row["status"] != "active":
         await conn.execute(FORGET_OLD_FAILURES, now - timedelta(days=1))
         raise Unauthorized("invalid_credentials")
     assert row is not None
@@ -67,6 +71,7 @@ async def login(conn: asyncpg.Connection, username: str, password: str, now: dat
         username=row["username"],
         merchant_id=str(row["merchant_id"]) if row["merchant_id"] else None,
         store_id=str(row["store_id"]) if row["store_id"] else None,
+        session_generation=row["session_generation"],
     )
 
 
@@ -99,13 +104,18 @@ def check_new_credentials(username: str, password: str) -> None:
 INSERT_USER = """
 INSERT INTO users (username, password_hash, role, merchant_id, store_id)
 VALUES ($1, $2, $3, $4, $5)
-RETURNING id, username, role, merchant_id, store_id, created_at
+RETURNING id, username, role, merchant_id, store_id, status, created_at
 """
 
 
 def user_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     """A user as the API shows it (never the password hash)."""
-    view: dict[str, Any] = {"id": str(row["id"]), "username": row["username"], "role": row["role"]}
+    view: dict[str, Any] = {
+        "id": str(row["id"]),
+        "username": row["username"],
+        "role": row["role"],
+        "status": row["status"],
+    }
     if row["role"] in MERCHANT_ROLES:
         view["merchant_id"] = str(row["merchant_id"])
         view["store_id"] = str(row["store_id"]) if row["store_id"] else None
@@ -143,6 +153,17 @@ SELECT_MERCHANT_STATUS = "SELECT status FROM merchants WHERE id = $1"
 SELECT_STORE_OF_MERCHANT = "SELECT 1 FROM stores WHERE id = $1 AND merchant_id = $2"
 
 
+def ensure_merchant_writable(actor: Principal, merchant_status: str | None) -> None:
+    """404 for no such merchant; 403 ``merchant_suspended`` when a suspended merchant's own user changes anything.
+
+    Suspension stops a merchant's staff from changing the program (users, redemptions, voids); reading lists,
+    usage and statements stays allowed, and bank staff may still act on the merchant."""
+    if merchant_status is None:
+        raise NotFound()
+    if merchant_status != "active" and actor.role in MERCHANT_ROLES:
+        raise ApiError("merchant_suspended", status=403)
+
+
 async def create_merchant_user(
     conn: asyncpg.Connection,
     actor: Principal,
@@ -153,9 +174,10 @@ async def create_merchant_user(
     role: str,
     store_id: UUID | None,
 ) -> dict[str, Any]:
-    """Create a manager or cashier of ``merchant_id``; a cashier needs one of its stores."""
-    if await conn.fetchval(SELECT_MERCHANT_STATUS, merchant_id) is None:
-        raise NotFound()
+    """Create a manager or cashier of ``merchant_id``; a cashier needs one of its stores.
+
+    A manager of a suspended merchant may not (403 ``merchant_suspended``); bank staff still may."""
+    ensure_merchant_writable(actor, await conn.fetchval(SELECT_MERCHANT_STATUS, merchant_id))
     if role not in MERCHANT_ROLES:
         raise BadRequest({"role": "must be manager or cashier"})
     if role == "cashier" and store_id is None:
@@ -168,7 +190,7 @@ async def create_merchant_user(
 
 
 SELECT_MERCHANT_USERS = """
-SELECT id, username, role, merchant_id, store_id, created_at FROM users
+SELECT id, username, role, merchant_id, store_id, status, created_at FROM users
 WHERE merchant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
 ORDER BY created_at, id LIMIT $4
 """
@@ -184,14 +206,18 @@ async def list_merchant_users(
     return await conn.fetch(SELECT_MERCHANT_USERS, merchant_id, created_at, last_id, limit)
 
 
-SELECT_CLIENT_FOR_SESSION = "SELECT id, status FROM clients WHERE id = $1"
+SELECT_CLIENT_FOR_SESSION = "SELECT id, status, session_generation FROM clients WHERE id = $1"
 
 
 async def client_principal(conn: asyncpg.Connection, actor: Principal, client_id: UUID) -> Principal:
-    """The principal of a client, for a session minted by bank staff; the minting is audited."""
+    """The principal of a client, for a session minted by bank staff; the minting is audited.
+
+    A blocked client gets none (403 ``client_blocked``)."""
     async with conn.transaction():
         row = await conn.fetchrow(SELECT_CLIENT_FOR_SESSION, client_id)
         if row is None:
             raise NotFound()
+        if row["status"] != "active":
+            raise ApiError("client_blocked", status=403)
         await audit.record(conn, actor, "client.session", "client", client_id, None, {"client_id": str(client_id)})
-    return Principal(id=str(client_id), role="client")
+    return Principal(id=str(client_id), role="client", session_generation=row["session_generation"])

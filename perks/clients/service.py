@@ -49,6 +49,7 @@ WHERE id = $1
 RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at,
           tier_override_until
 """
+END_CLIENT_SESSIONS = "UPDATE clients SET session_generation = session_generation + 1 WHERE id = $1"
 SELECT_CLIENTS = """
 SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
 FROM clients
@@ -161,6 +162,9 @@ async def update_client(
                 merged["status"],
             )
         after = client_view(row)
+        if after["status"] == "blocked" and before["status"] != "blocked":
+            # A block ends the client's sessions at once; unblocking later does not bring the old ones back.
+            await conn.execute(END_CLIENT_SESSIONS, client_id)
         await audit.record(conn, actor, "client.update", "client", client_id, before, after)
         await record_tier_change(conn, actor, client_id, before["tier"], after["tier"])
     return after

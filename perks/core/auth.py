@@ -8,7 +8,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import jwt
 
 from perks.core.errors import NotFound, Unauthorized
@@ -109,6 +111,23 @@ class SessionTokens:
             store_id=claims.get("sid"),
             session_generation=generation,
         )
+
+
+# The session check: one primary-key lookup of the principal's current generation and status. A token is current
+# only while its `gen` equals the stored generation and the account is active.
+SELECT_USER_SESSION = "SELECT session_generation, status = 'active' AS active FROM users WHERE id = $1"
+SELECT_CLIENT_SESSION = "SELECT session_generation, status = 'active' AS active FROM clients WHERE id = $1"
+
+
+async def session_is_current(db: asyncpg.Pool | asyncpg.Connection, principal: Principal) -> bool:
+    """Whether ``principal``'s session has not been revoked (disabled, blocked, password changed, logged out)."""
+    try:
+        principal_id = UUID(principal.id)
+    except ValueError:
+        return False
+    query = SELECT_CLIENT_SESSION if principal.role == "client" else SELECT_USER_SESSION
+    row = await db.fetchrow(query, principal_id)
+    return row is not None and row["active"] and row["session_generation"] == principal.session_generation
 
 
 def ensure_merchant_scope(actor: Principal, merchant_id: Any) -> None:

@@ -11,8 +11,8 @@ from typing import Any, Awaitable, Callable, Collection
 from aiohttp import web
 from pydantic import BaseModel
 
-from perks.core.appkeys import CLOCK, PRINCIPAL
-from perks.core.auth import Principal, SessionTokens
+from perks.core.appkeys import CLOCK, POOL, PRINCIPAL
+from perks.core.auth import Principal, SessionTokens, session_is_current
 from perks.core.errors import Forbidden, Unauthorized
 from perks.core.validation import parse_body, parse_query
 
@@ -54,8 +54,11 @@ def endpoint(
     headers: dict[str, str] | None = None,
     alternatives: Collection[str] = (),
     consumes: str = "application/json",
+    session_check: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Declare a route: the roles allowed (empty: public), its body and query models, its response.
+
+    ``session_check=False`` is for a route that checks the session's generation in its own first statement.
 
     ``consumes`` names the media type of a body the handler reads itself (``text/csv``, say; no ``body`` model)."""
     allowed = frozenset(roles)
@@ -83,6 +86,8 @@ def endpoint(
         async def run(request: web.Request) -> web.StreamResponse:
             if allowed:
                 principal = authenticate(request)
+                if session_check and not await session_is_current(request.config_dict[POOL], principal):
+                    raise Unauthorized()
                 if principal.role not in allowed:
                     raise Forbidden()
                 request[PRINCIPAL] = principal
