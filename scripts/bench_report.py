@@ -39,6 +39,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     references: dict[str, list[float]] = field(default_factory=dict)
     invariants_broken: str | None = None
+    load_runs: int = 0
 
     def add(self, row: Row) -> None:
         """Add a row (and print it at once, so that a long run shows its progress)."""
@@ -63,7 +64,8 @@ class Report:
             cells = [str(cell).ljust(width) for cell, width in zip(line, widths)]
             lines.append("  ".join(cells + [str(line[-1])]).rstrip())
         lines.insert(1, "  ".join("-" * width for width in widths) + "  ----")
-        verdict = "BROKEN: " + self.invariants_broken if self.invariants_broken else "held after every load run"
+        verdict = ("BROKEN: " + self.invariants_broken if self.invariants_broken
+                   else f"held after every load run ({self.load_runs})" if self.load_runs else "no load run")
         lines.append(f"\ncounter invariants: {verdict}")
         return "\n".join(lines)
 
@@ -71,5 +73,6 @@ class Report:
         """The run as JSON: its settings, the references' runs, every row, the invariants."""
         return {**meta, "references": self.references,
                 "invariants": "broken: " + self.invariants_broken if self.invariants_broken else "held",
+                "load_runs_checked": self.load_runs,
                 "rows": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(r).items()}
                          for r in self.rows]}
