@@ -1,6 +1,6 @@
 """``scripts/bench``: the product served on a fresh database, loaded by wrk, side by side with pgbench on the same
 server; one table (figure, reference, ratio, goal, pass/fail) and a JSON file. Non-zero exit when a counter
-invariant breaks after a load run (or, with --strict, when a goal is missed)."""
+invariant breaks after a load run (3) or a load run's requests fail (4); with --strict, 1 when a goal is missed."""
 
 from __future__ import annotations
 
@@ -322,6 +322,7 @@ async def run_http_parts(args: argparse.Namespace, admin_url: str, parts: list[s
                         await getattr(bench, f"part_{part}")()
                     except LoadFailed as exc:
                         print(f"  FAILED: {exc}", flush=True)
+                        report_to.load_failures += 1
                         report_to.add(Row(part, f"{part}: load run failed", None, "", None, "", None, "", False,
                                           str(exc)))
                 report_to.references = bench.references
@@ -383,6 +384,9 @@ async def main(args: argparse.Namespace) -> int:
             "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded", "cpus": os.cpu_count()}
     Path(args.json).write_text(json.dumps(report.as_json(meta), indent=2, ensure_ascii=False) + "\n")
     print(f"\nwritten {args.json}")
+    if status == 0 and report.load_failures:
+        print("bench: a load run's requests failed (see above)", file=sys.stderr)
+        status = 4
     if status == 0 and args.strict and report.failed():
         status = 1
     return status

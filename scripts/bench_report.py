@@ -40,6 +40,7 @@ class Report:
     references: dict[str, list[float]] = field(default_factory=dict)
     invariants_broken: str | None = None
     load_runs: int = 0
+    load_failures: int = 0
 
     def add(self, row: Row) -> None:
         """Add a row (and print it at once, so that a long run shows its progress)."""

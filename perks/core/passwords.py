@@ -17,10 +17,10 @@ _DUMMY_HASH = _hasher.hash("perks-timing-equaliser")
 
 # argon2 releases the GIL, but each hash keeps four threads (its lanes) busy for tens of milliseconds: on a small
 # machine the operating system then leaves the event loop's thread waiting for a core. One hashing thread per
-# process, at the lowest priority (its lanes inherit it), lets the loop take a core back at once; logins queue
-# behind each other instead, which is what a login costs anyway.
+# process, at a low priority (nice 10: a tenth of the loop's weight; its lanes inherit it), lets the loop take a
+# core back at once; logins queue behind each other instead, and under a full load they wait, not redemptions.
 HASH_THREADS = 1
-HASH_NICE = 19
+HASH_NICE = 10
 
 
 def _lower_priority() -> None:
