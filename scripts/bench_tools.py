@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import tempfile
@@ -277,3 +278,34 @@ async def fetch_value(db_url: str, query: str, *args: Any) -> Any:
         return await conn.fetchval(query, *args)
     finally:
         await conn.close()
+
+
+# ---- the event loop's lateness, read from /metrics -------------------------------------------------------------
+
+LAG_METRIC = "perks_event_loop_lag_seconds"
+HELD_METRIC = "perks_event_loop_held_seconds"
+
+
+def lag_buckets(metrics_text: str, metric: str = LAG_METRIC) -> dict[float, float]:
+    """The cumulative counts of an event-loop histogram, by upper bound (all workers summed)."""
+    buckets: dict[float, float] = {}
+    pattern = re.compile(r'^' + metric + r'_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+    for bound, count in pattern.findall(metrics_text):
+        key = math.inf if bound == "+Inf" else float(bound)
+        buckets[key] = buckets.get(key, 0.0) + float(count)
+    return buckets
+
+
+def lag_window(before: dict[float, float], after: dict[float, float], limit: float) -> tuple[float, int, int]:
+    """Between two scrapes: the upper bound of the worst bucket reached, the samples, and those above ``limit``."""
+    bounds = sorted(after)
+    diffs = {b: after[b] - before.get(b, 0.0) for b in bounds}
+    samples = int(diffs[math.inf])
+    worst = 0.0
+    previous = 0.0
+    for bound in bounds:
+        if diffs[bound] > previous:
+            worst = bound
+        previous = diffs[bound]
+    over = samples - int(diffs.get(limit, 0.0))
+    return worst, samples, over
