@@ -210,6 +210,7 @@ def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None =
     from aiohttp import web
 
     from perks.app import create_app
+    from perks.core.looplag import loop_lag_ctx
 
     config = Config.from_env()
     setup_logging(config.log_level)
@@ -220,6 +221,8 @@ def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None =
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(certfile, keyfile)
     app = create_app(config)
+    # The event-loop lag metric, for served workers only.
+    app.cleanup_ctx.append(loop_lag_ctx)
     if on_ready is not None:
         # After every resource's start-up (pool, key ring): the supervisor then counts this worker as started.
         async def started(app: web.Application) -> None:
@@ -228,6 +231,7 @@ def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None =
         app.on_startup.append(started)
     web.run_app(
         app,
+        loop=_event_loop(),
         host=None if sock else host,
         port=None if sock else port,
         sock=sock,
@@ -241,6 +245,15 @@ def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None =
 def _serve_on(sock: socket.socket, ready: Any, certfile: str | None, keyfile: str | None) -> None:
     """A supervised worker's body: serve on the socket it was handed, and say when it has started."""
     _run_worker(certfile, keyfile, sock=sock, on_ready=ready.set)
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (faster sockets and timers), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _run_workers(workers: int, host: str, port: int, certfile: str | None, keyfile: str | None) -> int:

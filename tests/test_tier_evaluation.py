@@ -7,6 +7,7 @@ import asyncio
 from datetime import datetime, timedelta
 from uuid import UUID
 
+import asyncpg
 import pytest
 
 from perks.core.auth import SYSTEM, Principal
@@ -335,3 +336,41 @@ async def test_patch_sets_holds_and_lifts_an_override(api, clock):
     assert changes == [("manual", "gold", "silver"), ("evaluation", "basic", "gold"), ("override", None, "basic")]
     actions = [e["action"] for e in await api.audit_entries(entity_type="client", entity_id=client["id"])]
     assert actions[:4] == ["client.update", "client.tier_override", "client.tier_override", "client.create"]
+
+
+async def test_each_change_leaves_one_tier_changed_event_in_the_same_transaction(api, db, clock):
+    clock.set(NOW)
+    await ladder(api)
+    silver = await client_with_points(api, 1_000)
+    gold = await client_with_points(api, 5_000, tier="silver")
+    unchanged = await client_with_points(api, 5_000, tier="gold")
+    dropped = await client_with_points(api, 0, tier="silver")
+
+    await evaluate(api)
+    rows = await db.fetch("SELECT type, occurred_at, data FROM events WHERE type = 'client.tier_changed' ORDER BY id")
+    by_client = {row["data"]["client_id"]: row for row in rows}
+    assert len(rows) == 3 and unchanged["id"] not in by_client
+    assert by_client[silver["id"]]["data"] == {"client_id": silver["id"], "from_tier": None, "to_tier": "silver",
+                                               "cause": "evaluation"}
+    assert by_client[gold["id"]]["data"] == {"client_id": gold["id"], "from_tier": "silver", "to_tier": "gold",
+                                             "cause": "evaluation"}
+    assert by_client[dropped["id"]]["data"]["to_tier"] == "basic"
+    assert all(row["occurred_at"] == NOW for row in rows)
+
+    # Nothing changes on a second run: no new events.
+    await evaluate(api)
+    assert await db.fetchval("SELECT count(*) FROM events WHERE type = 'client.tier_changed'") == 3
+
+
+async def test_an_evaluation_that_fails_leaves_no_event(api, db, clock):
+    clock.set(NOW)
+    await ladder(api)
+    await client_with_points(api, 1_000)
+    # A trigger that refuses history rows makes the evaluation's one statement fail as a whole.
+    await db.execute("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON tier_history FOR EACH ROW EXECUTE FUNCTION refuse();
+    """)
+    with pytest.raises(asyncpg.RaiseError):
+        await evaluation.evaluate_tiers(db, SYSTEM, NOW, SHANGHAI)
+    assert await db.fetchval("SELECT count(*) FROM events") == 0

@@ -28,6 +28,7 @@ EVALUATION_TIMEOUT_SECONDS = 600
 # from_tier is always the tier actually replaced, without locking a million rows first.
 # Rows are reached by their physical address, in physical order, and history rows written in client order: with
 # a million changes, that locality is most of the difference between seconds and minutes.
+# Each change also leaves a ``client.tier_changed`` event in the outbox, in the same statement and transaction.
 EVALUATE = """
 WITH earned AS (
     SELECT client_id, sum(points) AS points FROM points_events
@@ -67,6 +68,12 @@ history AS (
     INSERT INTO tier_history (client_id, from_tier, to_tier, reason, points, changed_at, actor_id, actor_username,
                               actor_role)
     SELECT id, from_tier, to_tier, 'evaluation', points, $2, $3, $4, $5 FROM changed ORDER BY id
+),
+outbox AS (
+    INSERT INTO events (type, occurred_at, data)
+    SELECT 'client.tier_changed', $2,
+           jsonb_build_object('client_id', id::text, 'from_tier', from_tier, 'to_tier', to_tier, 'cause', 'evaluation')
+    FROM changed ORDER BY id
 )
 SELECT (SELECT count(*) FROM evaluated) AS evaluated,
        (SELECT count(*) FROM changed) AS changed,
@@ -82,7 +89,8 @@ async def evaluate_tiers(
     conn: asyncpg.Connection, actor: Principal, now: datetime, tz: tzinfo = timezone.utc
 ) -> dict[str, Any]:
     """Give each active client the highest tier (by rank) whose ``min_points`` its trailing-twelve-month points
-    reach (no tier when none is reached), unless a manual override still holds. One audit entry for the run.
+    reach (no tier when none is reached), unless a manual override still holds. One audit entry for the run, and
+    one ``client.tier_changed`` event (``cause: "evaluation"``) per client whose tier changed.
 
     Returns ``{id, evaluated, changed, held, window_from, window_to}``: ``evaluated`` counts the active clients
     not held by an override, ``held`` those that are."""

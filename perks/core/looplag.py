@@ -1,0 +1,63 @@
+"""How late the event loop wakes up: a timer task that sleeps a few milliseconds and measures how much longer it
+took. A late wake-up means something held the loop (CPU work that belongs in an executor, a blocking call).
+
+Exported as the histogram ``perks_event_loop_lag_seconds`` (every wake-up) and the gauge
+``perks_event_loop_lag_max_seconds`` (the worst wake-up of the last ten seconds; the worst worker's when several
+run). A wake-up is also late when the machine's cores are all busy elsewhere and the loop's thread waits for one;
+``perks_event_loop_held_seconds`` counts only the part of the lateness that the loop's thread spent on a core
+(at most the CPU time it used meanwhile): that part is the loop being held by its own work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import Gauge, Histogram
+
+from perks.core.appkeys import METRICS
+
+INTERVAL_SECONDS = 0.01
+WINDOW_SECONDS = 10
+# Fine steps up to the 5 ms that a request's work may hold the loop at most, coarse ones beyond.
+BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+async def watch_loop(histogram: Histogram, held: Histogram, gauge: Gauge) -> None:
+    """Measure every wake-up's lateness, forever."""
+    loop = asyncio.get_running_loop()
+    maxima: deque[float] = deque([0.0], maxlen=WINDOW_SECONDS)
+    second = int(time.monotonic())
+    while True:
+        started, cpu_started = loop.time(), time.thread_time()
+        await asyncio.sleep(INTERVAL_SECONDS)
+        lag = max(0.0, loop.time() - started - INTERVAL_SECONDS)
+        histogram.observe(lag)
+        held.observe(min(lag, time.thread_time() - cpu_started))
+        now = int(time.monotonic())
+        if now != second:
+            second = now
+            maxima.append(lag)
+            gauge.set(max(maxima))
+        elif lag > maxima[-1]:
+            maxima[-1] = lag
+            gauge.set(max(maxima))
+
+
+async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the timer task while the application serves."""
+    registry = app[METRICS].registry
+    histogram = Histogram("perks_event_loop_lag_seconds", "How late the event loop's timer woke up.",
+                          buckets=BUCKETS, registry=registry)
+    held = Histogram("perks_event_loop_held_seconds", "The part of the timer's lateness spent on a core.",
+                     buckets=BUCKETS, registry=registry)
+    gauge = Gauge("perks_event_loop_lag_max_seconds", "The event loop's worst lateness over the last 10 s.",
+                  registry=registry, multiprocess_mode="livemax")
+    task = asyncio.create_task(watch_loop(histogram, held, gauge))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
