@@ -19,6 +19,7 @@ from perks.core.endpoint import SESSION_TOKENS
 from perks.core.metrics import Metrics
 from perks.core.middleware import errors, metrics, request_context
 from perks.events.routes import routes as event_routes
+from perks.grants.routes import routes as grant_routes
 from perks.housekeeping import housekeeping_ctx
 from perks.merchants.routes import routes as merchant_routes
 from perks.points.routes import routes as points_routes
@@ -57,6 +58,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
         settlement_routes,
         event_routes,
         webhook_routes,
+        grant_routes,
     ):
         app.add_routes(table)
     setup_portal(app)
