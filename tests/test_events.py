@@ -124,3 +124,32 @@ async def test_an_event_committed_late_with_a_lower_id_is_not_skipped(api, db, d
         assert [item["id"] for item in (await read(api))["items"]] == [early, late]
     finally:
         await asyncio.gather(older.close(), newer.close())
+
+
+async def test_finalizing_a_statement_writes_a_statement_finalized_event(api, db, clock):
+    merchant = await api.merchant()
+    clock.set(datetime(2026, 6, 2, 4, 0, tzinfo=timezone.utc))
+    statement = await api.ok("POST", f"/api/v1/merchants/{merchant['id']}/statements/2026-05/finalize",
+                             await api.staff("admin"))
+    [row] = await db.fetch("SELECT type, occurred_at, data FROM events")
+    statement_id = await db.fetchval("SELECT id::text FROM statements WHERE merchant_id = $1::uuid", merchant["id"])
+    assert row["type"] == "statement.finalized"
+    assert row["occurred_at"] == datetime.fromisoformat(statement["finalized_at"])
+    assert row["data"] == {
+        "statement_id": statement_id, "merchant_id": merchant["id"], "year": 2026, "month": 5, "total_fen": 0,
+        "redeemed_count": 0, "redeemed_fen": 0, "adjustment_count": 0, "adjustment_fen": 0,
+        "finalized_at": statement["finalized_at"],
+    }
+
+
+async def test_suspending_a_merchant_writes_one_event_and_reactivating_none(api, db):
+    merchant = await api.merchant()
+    operator = await api.staff("operator")
+    path = f"/api/v1/merchants/{merchant['id']}"
+    await api.ok("PATCH", path, operator, json={"status": "suspended"})
+    await api.ok("PATCH", path, operator, json={"status": "suspended", "city": "Kunming"})
+    await api.ok("PATCH", path, operator, json={"status": "active"})
+    rows = await db.fetch("SELECT type, data FROM events")
+    assert [(row["type"], row["data"]) for row in rows] == [
+        ("merchant.suspended", {"merchant_id": merchant["id"], "name": merchant["name"]})
+    ]
