@@ -153,3 +153,34 @@ async def test_a_manual_tier_change_writes_a_tier_changed_event(api, db):
         {"client_id": client["id"], "from_tier": silver["code"], "to_tier": gold["code"], "cause": "manual"},
         {"client_id": client["id"], "from_tier": gold["code"], "to_tier": silver["code"], "cause": "manual"},
     ]
+
+
+async def test_quota_use_report_by_tag(api, db):
+    program = await api.program(yearly_quota=5)
+    operator = await api.staff("operator")
+    owner, owner_token = await api.member(program["tier"])
+    both, both_token = await api.member(program["tier"])
+    await api.member(program["tier"])  # untagged: counted nowhere
+    await api.ok("PUT", tags_path(owner), operator, json={"tags": ["car_owner"]})
+    await api.ok("PUT", tags_path(both), operator, json={"tags": ["car_owner", "parent"]})
+    for token in (owner_token, owner_token, both_token):
+        voucher = await api.voucher(token, program["perk"])
+        status, body = await api.redeem(program["cashier"], voucher["token"])
+        assert status == 201, body
+    reserved = await api.perk()
+    await api.ok("PUT", f"/api/v1/tiers/{program['tier']}/entitlements/{reserved['code']}", operator,
+                 json={"yearly_quota": 1, "monthly_cap": None, "required_tag": "student"})
+    year = (await db.fetchval("SELECT quota_year FROM redemptions LIMIT 1"))
+    report = await api.ok("GET", "/api/v1/reports/quota-use/by-tag", await api.staff("auditor"),
+                          params={"year": str(year)})
+    assert report["year"] == year
+    assert [(i["tag"], i["perk"], i["clients"], i["used"], i["clients_using"]) for i in report["items"]] == [
+        ("car_owner", program["perk"], 2, 3, 2),
+        ("parent", program["perk"], 1, 1, 1),
+        ("student", reserved["code"], 0, 0, 0),
+    ]
+    status, text = await api.call("GET", "/api/v1/reports/quota-use/by-tag", await api.staff("auditor"),
+                                  params={"year": str(year), "format": "csv"})
+    assert status == 200 and "tag,perk,perk_name,clients,used,clients_using" in text
+    merchant_status, _ = await api.call("GET", "/api/v1/reports/quota-use/by-tag", program["manager"])
+    assert merchant_status == 403
