@@ -95,7 +95,7 @@ async def test_a_rolled_back_change_writes_no_event(api, db):
 
 
 async def test_a_failed_suspension_writes_no_event(api, db):
-    """A PATCH refused by the database (a name too long for the column check) leaves no event behind."""
+    """A refused PATCH (a name far too long) suspends nothing and leaves no event behind."""
     merchant = await api.merchant()
     status, _ = await api.call("PATCH", f"/api/v1/merchants/{merchant['id']}", await api.staff("operator"),
                                json={"status": "suspended", "name": "x" * 5000})

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,14 @@ async def deliveries(api, hook_id, **params):
     return body["items"]
 
 
+def documented_verify():
+    """The receiver's ``verify`` exactly as docs/events.md prints it."""
+    text = (Path(__file__).parent.parent / "docs" / "events.md").read_text()
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)
+    return namespace["verify"]
+
+
 def verify_as_documented(secret: str, headers: dict, body: bytes, now: float) -> bool:
     """The receiver's check from docs/events.md, written out independently of perks' own code."""
     timestamp = headers["Perks-Timestamp"]
@@ -73,6 +83,11 @@ async def test_a_suspension_is_delivered_signed_and_the_receiver_verifies_it(api
     assert verify_as_documented(hook["secret"], item["headers"], item["body"], time.time())
     assert not verify_as_documented("whsec_wrong", item["headers"], item["body"], time.time())
     assert not verify_as_documented(hook["secret"], item["headers"], item["body"], time.time() + 301)
+    verify = documented_verify()
+    assert verify(hook["secret"], item["headers"], item["body"])
+    assert not verify(hook["secret"], item["headers"], item["body"] + b" ")
+    assert not verify(hook["secret"], item["headers"] | {"Perks-Timestamp": str(int(time.time()) - 301)},
+                      item["body"])
     event = item["event"]
     assert item["headers"]["Perks-Event-Id"] == event["id"]
     assert event["type"] == "merchant.suspended"
