@@ -248,3 +248,33 @@ async def test_a_rotated_secret_signs_the_next_deliveries(api, receiver, db):
     entries = await api.audit_entries(entity_type="webhook", entity_id=hook["id"])
     assert [entry["action"] for entry in entries] == ["webhook.rotate_secret", "webhook.create"]
     assert hook["secret"] not in str(entries) and rotated["secret"] not in str(entries)
+
+
+async def test_the_demo_receiver_verifies_what_it_is_sent(api, db, config):
+    import socket
+
+    from perks.demo import seed_demo
+    from perks.demo_receiver import start_receiver, subscribe_receiver
+
+    await seed_demo(db, config, clients=3)
+    tags = dict(await db.fetch("SELECT external_ref, tags::text[] FROM clients WHERE tags <> '{}' ORDER BY 1"))
+    assert tags == {"DEMO0001": ["car_owner"], "DEMO0002": ["car_owner", "parent"]}
+    assert await db.fetchval("SELECT count(*) FROM grants") == 1
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = await subscribe_receiver(db, config, port)
+    assert await subscribe_receiver(db, config, port) != secret  # run again: same subscription, fresh secret
+    secret = await subscribe_receiver(db, config, port)
+    assert await db.fetchval("SELECT count(*) FROM webhooks") == 1
+    start_receiver(port, secret)
+    merchant = await api.merchant()
+    await api.ok("PATCH", f"/api/v1/merchants/{merchant['id']}", await api.staff("operator"),
+                 json={"status": "suspended"})
+    hook_id = await db.fetchval("SELECT id::text FROM webhooks")
+
+    async def delivered():
+        items = await deliveries(api, hook_id)
+        return [(item["status"], item["last_status"]) for item in items] == [("delivered", 204)]
+
+    await eventually(delivered)
