@@ -184,3 +184,18 @@ async def test_quota_use_report_by_tag(api, db):
     assert status == 200 and "tag,perk,perk_name,clients,used,clients_using" in text
     merchant_status, _ = await api.call("GET", "/api/v1/reports/quota-use/by-tag", program["manager"])
     assert merchant_status == 403
+
+
+async def test_an_import_that_moves_tiers_writes_tier_changed_events(api, db):
+    silver, gold = await api.tier(), await api.tier()
+    status, body = await post_csv(api, f"external_ref,name,tier\nM1,Ann,{silver['code']}\nM2,Bob,{silver['code']}\n")
+    assert status == 200, body
+    assert await db.fetchval("SELECT count(*) FROM events") == 0  # enrolling is no tier change
+    status, body = await post_csv(api, f"external_ref,name,tier\nM1,Ann,{gold['code']}\nM2,Bob,\n")
+    assert status == 200 and body["updated"] == 1, body
+    m1 = await _id(api, "M1")
+    rows = await db.fetch("SELECT type, data FROM events")
+    assert [(row["type"], row["data"]) for row in rows] == [
+        ("client.tier_changed", {"client_id": m1, "from_tier": silver["code"], "to_tier": gold["code"],
+                                 "cause": "manual"}),
+    ]

@@ -16,6 +16,7 @@ from perks.core.errors import BadRequest
 from perks.core.fields import Code
 from perks.core.updates import constraint_errors
 from perks.core.validation import Body
+from perks.events.service import CHANNEL as EVENTS_CHANNEL
 from perks.points.csvio import Problems
 
 REQUIRED_COLUMNS = ("external_ref", "name")
@@ -128,6 +129,7 @@ UPDATE client_stage s SET tags = b.tags::text[] FROM import_before b
 WHERE b.external_ref = s.external_ref AND s.tags IS NULL
 """
 NO_TAGS = "UPDATE client_stage SET tags = '{}' WHERE tags IS NULL"
+NOTIFY_EVENTS = "SELECT pg_notify($1, '')"
 # Each created or changed client gets its own audit entry and, when its tier moved, a tier-history row; all
 # written set-based in this one statement. The JSON is the API's client view, spelled as the API spells it.
 UPSERT = """
@@ -167,6 +169,14 @@ history AS (
     SELECT u.id, b.tier_code, u.tier_code, 'import', $4, $1, $2, $3
     FROM upserted u JOIN import_before b ON b.id = u.id
     WHERE u.tier_code IS DISTINCT FROM b.tier_code
+),
+tier_events AS (
+    INSERT INTO events (type, occurred_at, data)
+    SELECT 'client.tier_changed', $4, jsonb_build_object(
+               'client_id', u.id::text, 'from_tier', b.tier_code, 'to_tier', u.tier_code, 'cause', 'manual')
+    FROM upserted u JOIN import_before b ON b.id = u.id
+    WHERE u.tier_code IS DISTINCT FROM b.tier_code
+    ORDER BY u.external_ref
 )
 SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated FROM upserted
 """
@@ -205,7 +215,8 @@ async def import_clients(
     ``records`` may be a lazy reader reporting bad rows into ``problems``; any problem (including an unknown tier
     or an ``external_ref`` twice in the file) refuses the whole file with every bad line named. Each created or
     changed client is audited like ``POST /clients`` and ``PATCH /clients/{id}``; a tier moved by the import is
-    recorded in the tier history (reason ``import``). ``on_copied(n)`` and ``on_phase(name)`` report progress."""
+    recorded in the tier history (reason ``import``) and as a ``client.tier_changed`` event (cause ``manual``).
+    ``on_copied(n)`` and ``on_phase(name)`` report progress."""
     phase = on_phase or (lambda name: None)
     actor_id, username, role = actor.id or None, actor.username or f"{actor.role}:{actor.id}", actor.role
     async with conn.transaction():
@@ -230,6 +241,7 @@ async def import_clients(
         await conn.execute(NO_TAGS, timeout=BULK_TIMEOUT_SECONDS)
         with constraint_errors(CLIENT_CONSTRAINTS):
             row = await conn.fetchrow(UPSERT, actor_id, username, role, now, timeout=BULK_TIMEOUT_SECONDS)
+        await conn.execute(NOTIFY_EVENTS, EVENTS_CHANNEL)
     return {
         "received": received,
         "created": row["created"],
