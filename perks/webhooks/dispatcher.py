@@ -82,6 +82,7 @@ class Claim:
     url: str
     secret: str
     event: dict[str, Any]
+    attempt: int
 
 
 CLOCK_NOW = "SELECT clock_timestamp()"
@@ -121,6 +122,7 @@ UPDATE webhooks SET lease_until = $2::timestamptz + make_interval(secs => $3), l
 """
 START_ATTEMPT = """
 UPDATE webhook_deliveries SET attempts = attempts + 1, retry_since = COALESCE(retry_since, $2) WHERE id = $1
+RETURNING attempts
 """
 END_LEASE = """
 UPDATE webhooks SET lease_until = NULL, lease_token = NULL WHERE id = $1 AND lease_token = $2 RETURNING id
@@ -232,8 +234,9 @@ class Dispatcher:
             token = uuid4()
             lease = self.settings.timeout_seconds + self.settings.lease_margin_seconds
             await conn.execute(TAKE_LEASE, webhook_id, now, lease, token)
-            await conn.execute(START_ATTEMPT, head["id"], now)
-        return Claim(webhook_id, token, head["id"], row["url"], secret, event_view(dict(head) | {"id": head["event_id"]}))
+            attempt = await conn.fetchval(START_ATTEMPT, head["id"], now)
+        event = event_view(dict(head) | {"id": head["event_id"]})
+        return Claim(webhook_id, token, head["id"], row["url"], secret, event, attempt)
 
     async def _deliver(self, claim: Claim) -> None:
         status, error = await self._post(claim)
@@ -245,10 +248,9 @@ class Dispatcher:
             if error is None:
                 await conn.execute(MARK_DELIVERED, claim.delivery_id, status, now)
                 return
-            attempts = await conn.fetchval("SELECT attempts FROM webhook_deliveries WHERE id = $1", claim.delivery_id)
             outcome = await conn.fetchval(
                 MARK_ATTEMPT_FAILED, claim.delivery_id, status, error[:MAX_ERROR_CHARS], now,
-                self.settings.give_up_seconds, self.settings.backoff(attempts or 1),
+                self.settings.give_up_seconds, self.settings.backoff(claim.attempt),
             )
             if outcome == "failed":
                 log.warning("webhooks: event %s to %s failed for good", claim.event["id"], claim.webhook_id)
@@ -281,7 +283,7 @@ class Dispatcher:
                 conn = await asyncpg.connect(
                     self._url, timeout=10, server_settings={"application_name": LISTENER_APPLICATION_NAME}
                 )
-            except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, OSError):
+            except Exception:  # the database is away: try again, more and more slowly
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -292,8 +294,9 @@ class Dispatcher:
                 self.wake()  # anything written while not listening
                 while not conn.is_closed():
                     await asyncio.sleep(self.settings.poll_seconds)
-            except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, OSError):
-                pass
+            except Exception as exc:  # never let the listener die: polling alone would make every event late
+                log.warning("webhooks: event listener connection lost (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(delay)
             finally:
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):
