@@ -18,6 +18,8 @@ from perks.core.db import pool_ctx
 from perks.core.endpoint import SESSION_TOKENS
 from perks.core.metrics import Metrics
 from perks.core.middleware import errors, metrics, request_context
+from perks.events.routes import routes as event_routes
+from perks.grants.routes import routes as grant_routes
 from perks.housekeeping import housekeeping_ctx
 from perks.merchants.routes import routes as merchant_routes
 from perks.points.routes import routes as points_routes
@@ -25,6 +27,8 @@ from perks.redemption.routes import routes as redemption_routes
 from perks.settlement.routes import routes as settlement_routes
 from perks.vouchers.routes import routes as voucher_routes
 from perks.vouchers.setup import vouchers_ctx
+from perks.webhooks.dispatcher import webhooks_ctx
+from perks.webhooks.routes import routes as webhook_routes
 
 
 def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
@@ -40,6 +44,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(vouchers_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
+    app.cleanup_ctx.append(webhooks_ctx)
     for table in (
         health.routes,
         account_routes,
@@ -51,6 +56,9 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
         redemption_routes,
         points_routes,
         settlement_routes,
+        event_routes,
+        webhook_routes,
+        grant_routes,
     ):
         app.add_routes(table)
     setup_portal(app)

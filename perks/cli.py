@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     _serve_options(demo)
     demo.add_argument("--clients", type=int, default=300, help="how many demo clients (default 300)")
     demo.add_argument("--no-serve", action="store_true", help="seed only, do not serve")
+    demo.add_argument(
+        "--webhook-receiver", type=int, nargs="?", const=8099, default=None, metavar="PORT",
+        help="also start a small local webhook receiver (default port 8099) subscribed to every event",
+    )
     demo.set_defaults(func=cmd_demo)
 
     register_points_commands(commands)  # points import, tiers evaluate, clients import
@@ -196,6 +200,12 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     port = args.port or config.port
     summary = asyncio.run(_with_connection(config, lambda conn: seed_demo(conn, config, clients=args.clients)))
     print_welcome(summary, host, port)
+    if args.webhook_receiver and not args.no_serve:
+        from perks.demo_receiver import receiver_url, start_receiver, subscribe_receiver
+
+        secret = asyncio.run(_with_connection(config, lambda conn: subscribe_receiver(conn, config, args.webhook_receiver)))
+        start_receiver(args.webhook_receiver, secret)
+        print(f"  webhook receiver   {receiver_url(args.webhook_receiver)} prints every event it verifies")
     if args.no_serve:
         return 0
     if args.workers <= 1:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -15,9 +15,10 @@ import asyncpg
 
 from perks.accounts.service import create_merchant_user, create_user
 from perks.catalogue.service import create_perk, create_tier, put_entitlement
-from perks.clients.service import create_client
+from perks.clients.service import create_client, set_tags
 from perks.core.auth import SYSTEM
 from perks.core.config import Config
+from perks.grants.service import create_grant
 from perks.merchants.service import create_merchant, create_store, put_agreement
 
 TOWN = "华宁县"
@@ -59,6 +60,9 @@ STAFF = [("admin", "admin"), ("operator", "operator"), ("auditor", "auditor")]
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国志新春梅海燕"
+# Segments: who some demo clients are (external_ref -> tags), and a thank-you grant for the first client.
+DEMO_TAGS = {"DEMO0001": ["car_owner"], "DEMO0002": ["car_owner", "parent"]}
+DEMO_GRANT = {"perk": "haircut", "quantity": 2, "days": 60, "reason": "感谢您对网点服务提出的宝贵建议"}
 TIER_SHARES = [("standard", 0.6), ("gold", 0.25), ("platinum", 0.1), ("diamond", 0.05)]
 
 
@@ -170,7 +174,24 @@ async def seed_demo(conn: asyncpg.Connection, config: Config, *, clients: int = 
     await _seed_catalogue(conn, summary)
     await _seed_merchants(conn, summary)
     await _seed_clients(conn, summary, clients)
+    await _seed_segments(conn, config)
     return summary
+
+
+async def _seed_segments(conn: asyncpg.Connection, config: Config) -> None:
+    for ref, tags in DEMO_TAGS.items():
+        client_id = await conn.fetchval("SELECT id FROM clients WHERE external_ref = $1", ref)
+        if client_id is not None:
+            await set_tags(conn, SYSTEM, client_id, tags)
+    first = await conn.fetchval("SELECT id FROM clients WHERE external_ref = 'DEMO0001'")
+    if first is None or await conn.fetchval("SELECT 1 FROM grants WHERE client_id = $1", first):
+        return
+    now = datetime.now(timezone.utc)
+    today = now.astimezone(config.timezone).date()
+    await create_grant(
+        conn, SYSTEM, first, perk=DEMO_GRANT["perk"], quantity=DEMO_GRANT["quantity"],
+        expires_on=today + timedelta(days=DEMO_GRANT["days"]), reason=DEMO_GRANT["reason"], now=now, today=today,
+    )
 
 
 def print_welcome(summary: DemoSummary, host: str, port: int) -> None:

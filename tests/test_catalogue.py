@@ -309,7 +309,7 @@ async def test_put_entitlement_creates_then_replaces_and_audits_both(api):
     token = await api.staff("operator")
     first = await api.ok("PUT", path, token, json={"yearly_quota": 12, "monthly_cap": 2})
     assert {k: v for k, v in first.items() if k != "updated_at"} == {
-        "tier": "gold", "perk": "wash", "yearly_quota": 12, "monthly_cap": 2
+        "tier": "gold", "perk": "wash", "yearly_quota": 12, "monthly_cap": 2, "required_tag": None
     }
     second = await api.ok("PUT", path, token, json={"yearly_quota": None, "monthly_cap": None})
     assert (second["yearly_quota"], second["monthly_cap"]) == (None, None)

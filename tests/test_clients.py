@@ -33,7 +33,7 @@ async def test_enrol_a_client_with_only_what_is_required(api):
     assert (client["phone"], client["birthday"], client["tier"], client["status"]) == (None, None, None, "active")
     assert set(client) == {
         "id", "external_ref", "name", "phone", "birthday", "tier", "status", "created_at", "updated_at",
-        "tier_override_until",
+        "tier_override_until", "tags",
     }
 
 

@@ -191,6 +191,9 @@ class EntitlementPut(Body):
         ge=0, le=INT4_MAX, description="Uses a year; null: unlimited (uses are still counted)."
     )
     monthly_cap: int | None = Field(ge=1, le=INT4_MAX, description="Uses a calendar month; null: no monthly cap.")
+    required_tag: Code | None = Field(
+        None, description="A client tag (segment) the client must carry to be entitled; null or left out: none."
+    )
 
 
 class EntitlementView(BaseModel):
@@ -198,6 +201,8 @@ class EntitlementView(BaseModel):
     perk: str
     yearly_quota: int | None
     monthly_cap: int | None
+    required_tag: str | None = Field(description="Only clients with this tag are entitled; null: every client "
+                                     "of the tier.")
     updated_at: datetime
 
 
@@ -207,7 +212,8 @@ async def put_entitlement(request: web.Request, body: EntitlementPut) -> web.Res
     """Grant a perk to a tier, or replace the grant.
 
     Both `yearly_quota` and `monthly_cap` must be sent (null is a deliberate "unlimited", never a default).
-    Clients of the tier see the change at once; uses already counted this year and month stay counted."""
+    With `required_tag`, a client of the tier without that tag is `not_entitled`. Clients of the tier see the
+    change at once; uses already counted this year and month stay counted."""
     tier, perk = parse_code(request.match_info["tier"]), parse_code(request.match_info["perk"])
     async with request.config_dict[POOL].acquire() as conn:
         entitlement = await service.put_entitlement(conn, principal_of(request), tier, perk, **body.model_dump())

@@ -27,6 +27,7 @@ CATALOGUE_CONSTRAINTS = {
     "perks_voucher_ttl_seconds_check": "voucher_ttl_seconds",
     "entitlements_yearly_quota_check": "yearly_quota",
     "entitlements_monthly_cap_check": "monthly_cap",
+    "entitlements_required_tag_check": "required_tag",
 }
 
 
@@ -225,21 +226,22 @@ LOCK_TIER_CODE = "SELECT code FROM tiers WHERE code = $1::text FOR NO KEY UPDATE
 SELECT_TIER_CODE = "SELECT code FROM tiers WHERE code = $1::text"
 SELECT_PERK_CODE = "SELECT code FROM perks WHERE code = $1::text"
 SELECT_ENTITLEMENT = """
-SELECT tier_code, perk_code, yearly_quota, monthly_cap, updated_at FROM entitlements
+SELECT tier_code, perk_code, yearly_quota, monthly_cap, required_tag, updated_at FROM entitlements
 WHERE tier_code = $1::text AND perk_code = $2::text
 """
 UPSERT_ENTITLEMENT = """
-INSERT INTO entitlements (tier_code, perk_code, yearly_quota, monthly_cap) VALUES ($1, $2, $3, $4)
+INSERT INTO entitlements (tier_code, perk_code, yearly_quota, monthly_cap, required_tag) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (tier_code, perk_code)
-DO UPDATE SET yearly_quota = EXCLUDED.yearly_quota, monthly_cap = EXCLUDED.monthly_cap, updated_at = now()
-RETURNING tier_code, perk_code, yearly_quota, monthly_cap, updated_at
+DO UPDATE SET yearly_quota = EXCLUDED.yearly_quota, monthly_cap = EXCLUDED.monthly_cap,
+              required_tag = EXCLUDED.required_tag, updated_at = now()
+RETURNING tier_code, perk_code, yearly_quota, monthly_cap, required_tag, updated_at
 """
 DELETE_ENTITLEMENT = """
 DELETE FROM entitlements WHERE tier_code = $1::text AND perk_code = $2::text
-RETURNING tier_code, perk_code, yearly_quota, monthly_cap, updated_at
+RETURNING tier_code, perk_code, yearly_quota, monthly_cap, required_tag, updated_at
 """
 SELECT_ENTITLEMENTS = """
-SELECT tier_code, perk_code, yearly_quota, monthly_cap, updated_at FROM entitlements
+SELECT tier_code, perk_code, yearly_quota, monthly_cap, required_tag, updated_at FROM entitlements
 WHERE tier_code = $1::text AND ($2::text IS NULL OR perk_code COLLATE "C" > $2)
 ORDER BY perk_code COLLATE "C" LIMIT $3
 """
@@ -252,6 +254,7 @@ def entitlement_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "perk": row["perk_code"],
         "yearly_quota": row["yearly_quota"],
         "monthly_cap": row["monthly_cap"],
+        "required_tag": row["required_tag"],
         "updated_at": row["updated_at"],
     }
 
@@ -264,14 +267,16 @@ async def put_entitlement(
     *,
     yearly_quota: int | None,
     monthly_cap: int | None,
+    required_tag: str | None = None,
 ) -> dict[str, Any]:
-    """Grant ``perk`` to ``tier`` (or replace the grant); 404 for an unknown tier or perk."""
+    """Grant ``perk`` to ``tier`` (or replace the grant), to clients with ``required_tag`` only when one is given;
+    404 for an unknown tier or perk."""
     async with conn.transaction():
         if await conn.fetchval(LOCK_TIER_CODE, tier) is None or await conn.fetchval(SELECT_PERK_CODE, perk) is None:
             raise NotFound()
         previous = await conn.fetchrow(SELECT_ENTITLEMENT, tier, perk)
         with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(UPSERT_ENTITLEMENT, tier, perk, yearly_quota, monthly_cap)
+            row = await conn.fetchrow(UPSERT_ENTITLEMENT, tier, perk, yearly_quota, monthly_cap, required_tag)
         view = entitlement_view(row)
         before = entitlement_view(previous) if previous else None
         await audit.record(conn, actor, "entitlement.put", "entitlement", f"{tier}/{perk}", before, view)

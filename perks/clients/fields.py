@@ -38,3 +38,20 @@ Phone = Annotated[
 ]
 Birthday = Annotated[date, Field(description="`YYYY-MM-DD`, from 1900-01-01 to today.")]
 Status = Literal["active", "blocked"]
+
+
+MAX_TAGS = 32
+
+
+def distinct_tags(tags: list[str]) -> list[str]:
+    """The tags, each once, in the order first given."""
+    return list(dict.fromkeys(tags))
+
+
+Tag = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$", description="`[a-z0-9_]{1,32}`")]
+Tags = Annotated[
+    list[Tag],
+    Field(max_length=64, description=f"A client's segments (`car_owner`, `parent`...): at most {MAX_TAGS} distinct "
+          "codes; repeats are merged."),
+    AfterValidator(distinct_tags),
+]

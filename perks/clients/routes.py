@@ -8,10 +8,11 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
 from perks.catalogue.routes import READERS, WRITERS
-from perks.clients.fields import Birthday, ClientName, ExternalRef, Phone, Status
+from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone, Status, Tags
 from perks.clients import service
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.endpoint import endpoint, principal_of
+from perks.core.errors import BadRequest
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
@@ -58,12 +59,18 @@ class ClientView(BaseModel):
     created_at: datetime
     updated_at: datetime
     tier_override_until: datetime | None = Field(description="Tier evaluation leaves the tier alone until then.")
+    tags: list[str] = Field(description="The client's segments; an entitlement may require one (`required_tag`).")
+
+
+class TagsPut(Body):
+    tags: Tags
 
 
 class ClientQuery(PageQuery):
     external_ref: str | None = Field(None, max_length=64, description="Only the client with this reference.")
     tier: str | None = Field(None, pattern=CODE_PATTERN, description="Only clients of this tier.")
     status: Status | None = Field(None, description="Only clients in this status.")
+    tag: str | None = Field(None, pattern=CODE_PATTERN, description="Only clients carrying this tag.")
 
 
 def bank_today(request: web.Request) -> date:
@@ -87,7 +94,7 @@ async def create_client(request: web.Request, body: ClientCreate) -> web.Respons
 @routes.get("/api/v1/clients")
 @endpoint(roles=READERS, query=ClientQuery, response=Page[ClientView], tag="clients")
 async def list_clients(request: web.Request, query: ClientQuery) -> web.Response:
-    """The clients, oldest first; filter by `external_ref`, `tier` or `status`."""
+    """The clients, oldest first; filter by `external_ref`, `tier`, `status` or `tag`."""
     after = decode_cursor(query.cursor, 2)
     async with request.config_dict[POOL].acquire() as conn:
         rows = await service.list_clients(
@@ -95,6 +102,7 @@ async def list_clients(request: web.Request, query: ClientQuery) -> web.Response
             external_ref=query.external_ref,
             tier=query.tier,
             status=query.status,
+            tag=query.tag,
             after=after,
             limit=query.limit + 1,
         )
@@ -125,13 +133,29 @@ async def update_client(request: web.Request, body: ClientPatch) -> web.Response
     until = changes.pop("tier_override_until", None)
     tier_sent = "tier" in changes
     tier = changes.pop("tier", None) if overriding else None
+    now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn, conn.transaction():
-        client = await service.update_client(conn, actor, client_id, today=bank_today(request), **changes)
+        client = await service.update_client(conn, actor, client_id, today=bank_today(request), now=now, **changes)
         if overriding:
             if until is None and not tier_sent:
                 await clear_tier_override(conn, actor, client_id)
             else:
-                now = request.config_dict[CLOCK].now()
                 await set_tier_override(conn, actor, client_id, tier if tier_sent else client["tier"], until, now=now)
-            client = await service.get_client(conn, client_id)
+            held = await service.get_client(conn, client_id)
+            await service.record_manual_tier_change(conn, client_id, client["tier"], held["tier"], now)
+            client = held
     return json_response(client)
+
+
+@routes.put("/api/v1/clients/{client_id}/tags")
+@endpoint(roles=WRITERS, body=TagsPut, response=ClientView, errors=("not_found",), tag="clients")
+async def put_tags(request: web.Request, body: TagsPut) -> web.Response:
+    """Replace a client's tags (segments).
+
+    Codes `[a-z0-9_]{1,32}`, at most 32 once repeats are merged; `[]` clears them. An entitlement with a
+    `required_tag` applies only to clients carrying that tag, at once."""
+    client_id = parse_id(request.match_info["client_id"])
+    if len(body.tags) > MAX_TAGS:
+        raise BadRequest({"tags": f"at most {MAX_TAGS} distinct tags"})
+    async with request.config_dict[POOL].acquire() as conn:
+        return json_response(await service.set_tags(conn, principal_of(request), client_id, body.tags))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any, Mapping
 from uuid import UUID
 
@@ -12,6 +12,7 @@ from perks.audit import service as audit
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.pagination import time_id_after
+from perks.events.service import record_event
 from perks.core.updates import changed_fields, constraint_errors
 from perks.points.evaluation import record_tier_change
 
@@ -33,32 +34,40 @@ CLIENT_CONSTRAINTS = {
 INSERT_CLIENT = """
 INSERT INTO clients (external_ref, name, phone, birthday, tier_code) VALUES ($1, $2, $3, $4, $5)
 RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at,
-          tier_override_until
+          tier_override_until, tags
 """
 SELECT_CLIENT = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until,
+       tags
 FROM clients WHERE id = $1
 """
 LOCK_CLIENT = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until,
+       tags
 FROM clients WHERE id = $1 FOR NO KEY UPDATE
 """
 UPDATE_CLIENT = """
 UPDATE clients SET name = $2, phone = $3, birthday = $4, tier_code = $5, status = $6, updated_at = now()
 WHERE id = $1
 RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at,
-          tier_override_until
+          tier_override_until, tags
 """
 END_CLIENT_SESSIONS = "UPDATE clients SET session_generation = session_generation + 1 WHERE id = $1"
 SELECT_CLIENTS = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until,
+       tags
 FROM clients
 WHERE ($1::text IS NULL OR external_ref = $1)
   AND ($2::text IS NULL OR tier_code = $2::text)
   AND ($3::text IS NULL OR status = $3)
   AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5::uuid))
+  AND ($7::text IS NULL OR tags @> ARRAY[$7::code])
 ORDER BY created_at, id
 LIMIT $6
+"""
+UPDATE_TAGS = """
+UPDATE clients SET tags = $2::code[], updated_at = now() WHERE id = $1
+RETURNING id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until, tags
 """
 
 
@@ -75,6 +84,7 @@ def client_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "tier_override_until": row["tier_override_until"],
+        "tags": list(row["tags"]),
     }
 
 
@@ -124,17 +134,20 @@ async def list_clients(
     external_ref: str | None = None,
     tier: str | None = None,
     status: str | None = None,
+    tag: str | None = None,
     after: list[Any] | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Clients matching the filters, oldest first, after the ``(created_at, id)`` key ``after``."""
+    """Clients matching the filters (``tag``: those carrying it), oldest first, after the ``(created_at, id)`` key
+    ``after``."""
     created_at, last_id = time_id_after(after)
-    rows = await conn.fetch(SELECT_CLIENTS, external_ref, tier, status, created_at, last_id, limit)
+    rows = await conn.fetch(SELECT_CLIENTS, external_ref, tier, status, created_at, last_id, limit, tag)
     return [client_view(row) for row in rows]
 
 
 async def update_client(
-    conn: asyncpg.Connection, actor: Principal, client_id: UUID, *, today: date | None = None, **changes: Any
+    conn: asyncpg.Connection, actor: Principal, client_id: UUID, *, today: date | None = None,
+    now: datetime | None = None, **changes: Any
 ) -> dict[str, Any]:
     """Change a client's name, phone, birthday, tier (None: no tier) or status; audited when anything differs.
 
@@ -167,4 +180,30 @@ async def update_client(
             await conn.execute(END_CLIENT_SESSIONS, client_id)
         await audit.record(conn, actor, "client.update", "client", client_id, before, after)
         await record_tier_change(conn, actor, client_id, before["tier"], after["tier"])
+        await record_manual_tier_change(conn, client_id, before["tier"], after["tier"], now)
+    return after
+
+
+async def record_manual_tier_change(
+    conn: asyncpg.Connection, client_id: UUID, from_tier: str | None, to_tier: str | None, now: datetime | None
+) -> None:
+    """Write the ``client.tier_changed`` event (cause ``manual``) of a tier staff changed, if it changed."""
+    if from_tier == to_tier:
+        return
+    await record_event(conn, "client.tier_changed", now or datetime.now(timezone.utc), {
+        "client_id": str(client_id), "from_tier": from_tier, "to_tier": to_tier, "cause": "manual",
+    })
+
+
+async def set_tags(conn: asyncpg.Connection, actor: Principal, client_id: UUID, tags: list[str]) -> dict[str, Any]:
+    """Replace a client's tags (segments) with ``tags`` (already checked, distinct); audited when they differ."""
+    async with conn.transaction():
+        row = await conn.fetchrow(LOCK_CLIENT, client_id)
+        if row is None:
+            raise NotFound()
+        before = client_view(row)
+        if before["tags"] == tags:
+            return before
+        after = client_view(await conn.fetchrow(UPDATE_TAGS, client_id, tags))
+        await audit.record(conn, actor, "client.tags", "client", client_id, before, after)
     return after

@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from perks.audit import service as audit
+from perks.events.service import record_event
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
 from perks.core.pagination import time_id_after
@@ -144,6 +145,9 @@ async def update_merchant(
         )
         after = merchant_view(row)
         await audit.record(conn, actor, "merchant.update", "merchant", merchant_id, before, after)
+        if before["status"] != "suspended" and after["status"] == "suspended":
+            await record_event(conn, "merchant.suspended", row["updated_at"],
+                               {"merchant_id": str(merchant_id), "name": after["name"]})
     return after
 
 

@@ -16,14 +16,17 @@ from perks.core.errors import BadRequest
 from perks.core.fields import Code
 from perks.core.updates import constraint_errors
 from perks.core.validation import Body
+from perks.events.service import CHANNEL as EVENTS_CHANNEL
 from perks.points.csvio import Problems
 
 REQUIRED_COLUMNS = ("external_ref", "name")
-OPTIONAL_COLUMNS = ("phone", "birthday", "tier")
+OPTIONAL_COLUMNS = ("phone", "birthday", "tier", "tags")
 COPY_CHUNK = 20_000
 # A file of a million clients takes longer than the pool's 30-second command timeout allows a request.
 BULK_TIMEOUT_SECONDS = 600
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_TAG = re.compile(r"^[a-z0-9_]{1,32}$")
+MAX_TAGS = 32
 
 
 class ClientRow(Body):
@@ -32,11 +35,27 @@ class ClientRow(Body):
     phone: Phone | None = None
     birthday: Birthday | None = None
     tier: Code | None = Field(None, description="A tier's code.")
+    tags: str | None = Field(None, description="`;`-separated tags; replaces the client's tags when given.")
 
 
-# (position, external_ref, name, phone, birthday, tier): a row of the staging table.
-Record = tuple[int, str, str, str | None, date | None, str | None]
-STAGE_COLUMNS = ("position", "external_ref", "name", "phone", "birthday", "tier")
+# (position, external_ref, name, phone, birthday, tier, tags): a row of the staging table.
+Record = tuple[int, str, str, str | None, date | None, str | None, list[str] | None]
+STAGE_COLUMNS = ("position", "external_ref", "name", "phone", "birthday", "tier", "tags")
+
+
+def csv_tags(line: int, cell: str | None, problems: Problems) -> list[str] | None | bool:
+    """The tags of a ``tags`` cell (``a;b``; None when empty), or False (and the problem reported)."""
+    if cell is None:
+        return None
+    tags = list(dict.fromkeys(part.strip() for part in cell.split(";") if part.strip()))
+    bad = [tag for tag in tags if not _TAG.match(tag)]
+    if bad:
+        problems.add(line, "tags", "each tag must match [a-z0-9_]{1,32}, separated by ;")
+        return False
+    if len(tags) > MAX_TAGS:
+        problems.add(line, "tags", f"at most {MAX_TAGS} distinct tags")
+        return False
+    return tags
 
 
 def csv_client(line: int, cells: Mapping[str, str], today: date, problems: Problems) -> Record | None:
@@ -61,9 +80,10 @@ def csv_client(line: int, cells: Mapping[str, str], today: date, problems: Probl
     if row.birthday is not None and row.birthday > today:
         problems.add(line, "birthday", "must not be in the future")
         return None
-    if bad:
+    tags = csv_tags(line, row.tags, problems)
+    if bad or tags is False:
         return None
-    return (line, row.external_ref, row.name, row.phone, row.birthday, row.tier)
+    return (line, row.external_ref, row.name, row.phone, row.birthday, row.tier, tags)
 
 
 def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], today: date, problems: Problems) -> Iterator[Record]:
@@ -76,7 +96,8 @@ def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], today: date, prob
 
 CREATE_STAGE = """
 CREATE TEMPORARY TABLE client_stage (
-    position integer NOT NULL, external_ref text NOT NULL, name text NOT NULL, phone text, birthday date, tier text
+    position integer NOT NULL, external_ref text NOT NULL, name text NOT NULL, phone text, birthday date, tier text,
+    tags text[]
 ) ON COMMIT DROP
 """
 STAGE_PROBLEMS = """
@@ -91,33 +112,42 @@ SELECT array_agg(position ORDER BY position) AS positions FROM client_stage GROU
 CAPTURE_BEFORE = """
 CREATE TEMPORARY TABLE import_before ON COMMIT DROP AS
 SELECT c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
-       c.tier_override_until
+       c.tier_override_until, c.tags
 FROM clients c WHERE false
 """
 LOCK_BEFORE = """
 INSERT INTO import_before
 SELECT c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
-       c.tier_override_until
+       c.tier_override_until, c.tags
 FROM clients c JOIN client_stage s ON s.external_ref = c.external_ref
 FOR NO KEY UPDATE OF c
 """
+# An empty tags cell keeps a client's tags (a new client has none): resolved here, set-based, so that the upsert
+# can simply take the staged tags.
+KEEP_TAGS = """
+UPDATE client_stage s SET tags = b.tags::text[] FROM import_before b
+WHERE b.external_ref = s.external_ref AND s.tags IS NULL
+"""
+NO_TAGS = "UPDATE client_stage SET tags = '{}' WHERE tags IS NULL"
+NOTIFY_EVENTS = "SELECT pg_notify($1, '')"
 # Each created or changed client gets its own audit entry and, when its tier moved, a tier-history row; all
 # written set-based in this one statement. The JSON is the API's client view, spelled as the API spells it.
 UPSERT = """
 WITH upserted AS (
-    INSERT INTO clients AS c (external_ref, name, phone, birthday, tier_code)
-    SELECT external_ref, name, phone, birthday, tier FROM client_stage ORDER BY position
+    INSERT INTO clients AS c (external_ref, name, phone, birthday, tier_code, tags)
+    SELECT external_ref, name, phone, birthday, tier, tags::code[] FROM client_stage ORDER BY position
     ON CONFLICT (external_ref) DO UPDATE SET
         name = EXCLUDED.name,
         phone = COALESCE(EXCLUDED.phone, c.phone),
         birthday = COALESCE(EXCLUDED.birthday, c.birthday),
         tier_code = COALESCE(EXCLUDED.tier_code, c.tier_code),
+        tags = EXCLUDED.tags,
         updated_at = now()
-    WHERE (c.name, c.phone, c.birthday, c.tier_code) IS DISTINCT FROM
+    WHERE (c.name, c.phone, c.birthday, c.tier_code, c.tags) IS DISTINCT FROM
           (EXCLUDED.name, COALESCE(EXCLUDED.phone, c.phone), COALESCE(EXCLUDED.birthday, c.birthday),
-           COALESCE(EXCLUDED.tier_code, c.tier_code))
+           COALESCE(EXCLUDED.tier_code, c.tier_code), EXCLUDED.tags)
     RETURNING c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
-              c.tier_override_until, (c.xmax = 0) AS created
+              c.tier_override_until, c.tags, (c.xmax = 0) AS created
 ),
 audited AS (
     INSERT INTO audit_log (actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after)
@@ -126,12 +156,12 @@ audited AS (
                'id', b.id::text, 'external_ref', b.external_ref, 'name', b.name, 'phone', b.phone,
                'birthday', b.birthday, 'tier', b.tier_code, 'status', b.status, 'created_at', iso_utc(b.created_at),
                'updated_at', iso_utc(b.updated_at),
-               'tier_override_until', iso_utc(b.tier_override_until)) END,
+               'tier_override_until', iso_utc(b.tier_override_until), 'tags', to_jsonb(b.tags::text[])) END,
            jsonb_build_object(
                'id', u.id::text, 'external_ref', u.external_ref, 'name', u.name, 'phone', u.phone,
                'birthday', u.birthday, 'tier', u.tier_code, 'status', u.status, 'created_at', iso_utc(u.created_at),
                'updated_at', iso_utc(u.updated_at),
-               'tier_override_until', iso_utc(u.tier_override_until))
+               'tier_override_until', iso_utc(u.tier_override_until), 'tags', to_jsonb(u.tags::text[]))
     FROM upserted u LEFT JOIN import_before b ON b.id = u.id
 ),
 history AS (
@@ -139,6 +169,14 @@ history AS (
     SELECT u.id, b.tier_code, u.tier_code, 'import', $4, $1, $2, $3
     FROM upserted u JOIN import_before b ON b.id = u.id
     WHERE u.tier_code IS DISTINCT FROM b.tier_code
+),
+tier_events AS (
+    INSERT INTO events (type, occurred_at, data)
+    SELECT 'client.tier_changed', $4, jsonb_build_object(
+               'client_id', u.id::text, 'from_tier', b.tier_code, 'to_tier', u.tier_code, 'cause', 'manual')
+    FROM upserted u JOIN import_before b ON b.id = u.id
+    WHERE u.tier_code IS DISTINCT FROM b.tier_code
+    ORDER BY u.external_ref
 )
 SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated FROM upserted
 """
@@ -177,7 +215,8 @@ async def import_clients(
     ``records`` may be a lazy reader reporting bad rows into ``problems``; any problem (including an unknown tier
     or an ``external_ref`` twice in the file) refuses the whole file with every bad line named. Each created or
     changed client is audited like ``POST /clients`` and ``PATCH /clients/{id}``; a tier moved by the import is
-    recorded in the tier history (reason ``import``). ``on_copied(n)`` and ``on_phase(name)`` report progress."""
+    recorded in the tier history (reason ``import``) and as a ``client.tier_changed`` event (cause ``manual``).
+    ``on_copied(n)`` and ``on_phase(name)`` report progress."""
     phase = on_phase or (lambda name: None)
     actor_id, username, role = actor.id or None, actor.username or f"{actor.role}:{actor.id}", actor.role
     async with conn.transaction():
@@ -198,8 +237,11 @@ async def import_clients(
         phase("applying")
         await conn.execute(CAPTURE_BEFORE)
         await conn.execute(LOCK_BEFORE, timeout=BULK_TIMEOUT_SECONDS)
+        await conn.execute(KEEP_TAGS, timeout=BULK_TIMEOUT_SECONDS)
+        await conn.execute(NO_TAGS, timeout=BULK_TIMEOUT_SECONDS)
         with constraint_errors(CLIENT_CONSTRAINTS):
             row = await conn.fetchrow(UPSERT, actor_id, username, role, now, timeout=BULK_TIMEOUT_SECONDS)
+        await conn.execute(NOTIFY_EVENTS, EVENTS_CHANNEL)
     return {
         "received": received,
         "created": row["created"],

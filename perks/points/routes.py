@@ -226,8 +226,9 @@ class ImportResult(BaseModel):
 async def import_clients(request: web.Request) -> web.Response:
     """Create or update clients from a CSV file (`Content-Type: text/csv`, at most 16 MiB).
 
-    UTF-8 (a BOM is accepted); a header line `external_ref,name,phone,birthday,tier` (`phone`, `birthday`,
-    `tier` optional, any order). Upserts on `external_ref`: an empty optional cell gives a new client no value and
+    UTF-8 (a BOM is accepted); a header line `external_ref,name,phone,birthday,tier,tags` (`phone`, `birthday`,
+    `tier`, `tags` optional, any order; `tags` is `;`-separated, e.g. `car_owner;parent`, and replaces the
+    client's tags). Upserts on `external_ref`: an empty optional cell gives a new client no value and
     leaves an existing client's value as it is. All or nothing: any bad line and nothing is applied; the 400 names
     every one, `details.errors` = `[{line, field, reason}]` (line 1 is the header)."""
     if request.content_type != "text/csv":

@@ -79,6 +79,20 @@ class QuotaUseReport(BaseModel):
     items: list[QuotaUseItem]
 
 
+class QuotaUseByTagItem(BaseModel):
+    tag: str
+    perk: str
+    perk_name: str
+    clients: int = Field(description="Clients carrying the tag now.")
+    used: int = Field(description="Those clients' uses of the perk in the year.")
+    clients_using: int = Field(description="Of them, clients who used the perk at least once.")
+
+
+class QuotaUseByTagReport(BaseModel):
+    year: int
+    items: list[QuotaUseByTagItem]
+
+
 Kind = Literal["client_concentration", "repeated_same_day", "capacity_early"]
 
 
@@ -166,6 +180,19 @@ async def quota_use_report(request: web.Request, query: YearQuery) -> web.Respon
     Clients count in their tier of now, with all their uses of the year. `?format=csv`: the items as a
     `text/csv` download (UTF-8 with a byte-order mark)."""
     return await _report(request, query, reports.quota_use_report, "quota-use", reports.QUOTA_USE_COLUMNS)
+
+
+@routes.get("/api/v1/reports/quota-use/by-tag")
+@endpoint(
+    roles=BANK_STAFF, query=YearQuery, response=QuotaUseByTagReport, alternatives=("text/csv",), tag="reports"
+)
+async def quota_use_by_tag_report(request: web.Request, query: YearQuery) -> web.Response:
+    """Clients' use of perks by client tag (segment) and perk.
+
+    Clients count under each tag they carry now, with all their uses of the year; a perk an entitlement reserves
+    for a tag is listed for it even unused. `?format=csv`: the items as a `text/csv` download."""
+    return await _report(request, query, reports.quota_use_by_tag_report, "quota-use-by-tag",
+                         reports.QUOTA_USE_BY_TAG_COLUMNS)
 
 
 @routes.get("/api/v1/reports/anomalies")

@@ -158,3 +158,48 @@ async def quota_use_report(conn: asyncpg.Connection, year: int) -> dict[str, Any
             }
         )
     return {"year": year, "items": items}
+
+
+# A client counts under each of its tags of now, with all its uses of the year; perks an entitlement reserves for
+# a tag are listed for that tag even before anyone uses them.
+SELECT_QUOTA_USE_BY_TAG = """
+WITH tagged AS (SELECT id AS client_id, unnest(tags)::text AS tag FROM clients),
+members AS (SELECT tag, count(*) AS clients FROM tagged GROUP BY tag),
+use AS (
+    SELECT t.tag, u.perk_code, sum(u.used) AS used, count(*) FILTER (WHERE u.used > 0) AS clients_using
+    FROM client_yearly_usage u JOIN tagged t ON t.client_id = u.client_id
+    WHERE u.year = $1
+    GROUP BY t.tag, u.perk_code
+),
+pairs AS (
+    SELECT tag, perk_code FROM use
+    UNION
+    SELECT required_tag::text, perk_code FROM entitlements WHERE required_tag IS NOT NULL
+)
+SELECT pairs.tag, pairs.perk_code, p.name AS perk_name, COALESCE(members.clients, 0) AS clients,
+       COALESCE(use.used, 0) AS used, COALESCE(use.clients_using, 0) AS clients_using
+FROM pairs
+JOIN perks p ON p.code = pairs.perk_code
+LEFT JOIN members ON members.tag = pairs.tag
+LEFT JOIN use ON use.tag = pairs.tag AND use.perk_code = pairs.perk_code
+ORDER BY pairs.tag COLLATE "C", pairs.perk_code COLLATE "C"
+"""
+QUOTA_USE_BY_TAG_COLUMNS = ("tag", "perk", "perk_name", "clients", "used", "clients_using")
+
+
+async def quota_use_by_tag_report(conn: asyncpg.Connection, year: int) -> dict[str, Any]:
+    """For each client tag and perk: how many clients carry the tag now, their uses of the perk in ``year`` and how
+    many of them used it (a client with two tags counts under both)."""
+    rows = await conn.fetch(SELECT_QUOTA_USE_BY_TAG, year)
+    items = [
+        {
+            "tag": row["tag"],
+            "perk": row["perk_code"],
+            "perk_name": row["perk_name"],
+            "clients": row["clients"],
+            "used": int(row["used"]),
+            "clients_using": row["clients_using"],
+        }
+        for row in rows
+    ]
+    return {"year": year, "items": items}

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from perks.audit import service as audit
+from perks.events.service import record_event
 from perks.core.auth import Principal
 from perks.core.errors import Conflict, NotFound
 from perks.settlement.periods import Month
@@ -226,6 +227,14 @@ async def finalize(
             view = statement_view(merchant_id, name, month, inserted["finalized_at"], lines)
             entity_id = statement_entity_id(merchant_id, month)
             await audit.record(conn, actor, "statement.finalize", "statement", entity_id, None, view)
+            totals_view = view["totals"]
+            await record_event(conn, "statement.finalized", inserted["finalized_at"], {
+                "statement_id": str(statement_id), "merchant_id": str(merchant_id), "year": month.year,
+                "month": month.month, "total_fen": totals_view["amount_fen"],
+                "redeemed_count": totals_view["redeemed_count"], "redeemed_fen": totals_view["redeemed_fen"],
+                "adjustment_count": totals_view["adjustment_count"],
+                "adjustment_fen": totals_view["adjustment_fen"], "finalized_at": inserted["finalized_at"],
+            })
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "statements_merchant_id_year_month_key":
             # A concurrent finalization of the same statement committed first.
