@@ -99,7 +99,7 @@ def endpoint(
         async def run(request: web.Request) -> web.StreamResponse:
             # The edge: text no handler could store (NUL, invalid UTF-8) is refused before anything reads it.
             refuse_unsafe_input(request, header_names)
-            if is_page and request.can_read_body:
+            if is_page and request.method == "POST":
                 await refuse_unsafe_form(request)
             if allowed:
                 if text_problem(request.headers.get("Authorization", "")):

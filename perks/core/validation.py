@@ -111,9 +111,9 @@ async def refuse_unsafe_form(request: web.Request) -> None:
         problems = _encoded_pair_problems(await request.read())
     else:
         try:
-            form = await request.post()
-        except (UnicodeDecodeError, ValueError):
-            raise BadRequest({"body": UTF8_PROBLEM}) from None
+            form = await request.post()  # kept by aiohttp: the handler's own call reads the same form
+        except (ValueError, AssertionError, LookupError):  # no boundary, a broken part, bad UTF-8, unknown charset
+            raise BadRequest({"body": "not a readable multipart form"}) from None
         problems = {}
         for name, value in form.items():
             problem = text_problem(name) or (text_problem(value) if isinstance(value, str) else None)
