@@ -7,11 +7,13 @@ from typing import Any, Iterator
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from perks import __version__
 from perks.core.endpoint import EndpointSpec, spec_of
 from perks.core.errors import MESSAGES, Refusal
-from perks.core.fields import CODE_PATTERN
+from perks.core.fields import CODE_PATTERN, MONTH_PATTERN
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -46,6 +48,18 @@ def served_routes(app: web.Application) -> Iterator[tuple[str, str, Any]]:
         yield route.method, resource.canonical, route.handler
 
 
+class _Generator(GenerateJsonSchema):
+    """pydantic's JSON Schema, plus the pattern a validator documents (``perks.core.fields.documented_pattern``):
+    what the document says a field takes is what the service takes."""
+
+    def function_after_schema(self, schema: core_schema.AfterValidatorFunctionSchema) -> JsonSchemaValue:
+        result = super().function_after_schema(schema)
+        pattern = getattr(schema["function"].get("function"), "__json_pattern__", None)
+        if pattern and self.mode == "validation" and result.get("type") == "string" and "pattern" not in result:
+            result = {**result, "pattern": pattern}
+        return result
+
+
 class _Schemas:
     """Collects every model the document names, then generates them in one pass.
 
@@ -72,7 +86,7 @@ class _Schemas:
     def generate(self) -> None:
         """Fill in every schema handed out, and the components they refer to."""
         inputs = [(key, mode, adapter) for key, mode, adapter, _ in self._wanted]
-        mapping, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF_TEMPLATE)  # type: ignore[arg-type]
+        mapping, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF_TEMPLATE, schema_generator=_Generator)  # type: ignore[arg-type]
         for key, mode, _, placeholder in self._wanted:
             placeholder.update(mapping[(key, mode)])  # type: ignore[index]
         self.components.update(definitions.get("$defs", {}))
@@ -87,7 +101,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "source": _CODE_SCHEMA,
     "month": {
         "type": "string",
-        "pattern": r"^(2[0-9]{3}|[3-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$",
+        "pattern": MONTH_PATTERN,
         "description": "A month, `YYYY-MM` (years 2000 to 9998).",
     },
 }
@@ -122,7 +136,7 @@ def _parameters(path: str, spec: EndpointSpec) -> list[dict[str, Any]]:
         for name in re.findall(r"{(\w+)}", path)
     ]
     if spec.query is not None:
-        schema = spec.query.model_json_schema(mode="validation", by_alias=True)
+        schema = spec.query.model_json_schema(mode="validation", by_alias=True, schema_generator=_Generator)
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
             prop = dict(prop)

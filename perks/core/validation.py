@@ -152,11 +152,11 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise BadRequest({"body": "a JSON object is required"})
     require_media_type(request, JSON_MEDIA_TYPE)
     if b"\\u0000" in raw:
-        # JSON may spell a NUL as an escape; find where, so that the 400 names the field.
+        # JSON may spell a NUL as an escape: refused here, naming the field, before PostgreSQL ever sees it.
         try:
             fields = dict.fromkeys(_nul_paths(json.loads(raw), ""), NUL_PROBLEM)
         except ValueError:
-            fields = {}
+            fields = {}  # malformed: pydantic names the problem below
         if fields:
             raise BadRequest(fields)
     try:
