@@ -93,7 +93,8 @@ class _Schemas:
 
 
 _CODE_SCHEMA = {"type": "string", "pattern": CODE_PATTERN, "description": "A code: `[a-z0-9_]{1,32}`."}
-# The values of the path parameters, by name; any `*_id` is a UUID. A value outside them is 404 (400 for a month).
+# The values of the path parameters, by name; any `*_id` is a UUID. A value outside them is 404 (400 for a month
+# or a points source).
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "code": _CODE_SCHEMA,
     "tier": _CODE_SCHEMA,
