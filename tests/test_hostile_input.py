@@ -165,7 +165,7 @@ async def test_the_csv_import_keeps_its_own_content_type(api, db):
     token = await api.staff("operator")
     before = await counts(db)
     status, body = await api.call("POST", "/api/v1/clients/import", token, json={"external_ref": "x"})
-    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
+    assert (status, body["error"]["details"]["fields"]) == (400, {"body": "must be text/csv"})
     status, body = await api.call(
         "POST", "/api/v1/clients/import", token, data=b"external_ref,name\nC1,Li\n", headers={"Content-Type": "text/csv"}
     )

@@ -19,7 +19,6 @@ from perks.core.validation import (
     parse_query,
     refuse_unsafe_form,
     refuse_unsafe_input,
-    require_media_type,
     text_problem,
 )
 
@@ -72,7 +71,6 @@ def endpoint(
     ``headers`` are the request headers it reads; ``uses_database=False`` for the few that never touch it."""
     allowed = frozenset(roles)
     header_names = tuple(headers or ())
-    raw_body = body is None and consumes != "application/json"
 
     def wrap(handler: Handler) -> Handler:
         doc = inspect.cleandoc(handler.__doc__ or "")
@@ -113,8 +111,6 @@ def endpoint(
                 kwargs["query"] = parse_query(request, query)
             if body is not None:
                 kwargs["body"] = await parse_body(request, body)
-            elif raw_body and request.can_read_body:
-                require_media_type(request, consumes)
             response = await handler(request, **kwargs)
             if response.content_type == "application/json":
                 # Answers hold sessions' data (a client's phone, birthday, a token): kept out of every cache,

@@ -157,8 +157,10 @@ def error_codes(spec: EndpointSpec) -> list[str]:
     raw_body = spec.body is None and spec.consumes != "application/json"
     # Any request may carry a query parameter or header with a NUL byte or invalid UTF-8: refused with 400.
     codes = [*spec.errors, "bad_request"]
-    if spec.body is not None or raw_body:
+    if spec.body is not None:
         codes += ["payload_too_large", "unsupported_media_type"]
+    elif raw_body:
+        codes.append("payload_too_large")  # a raw body's handler checks its content type itself (400)
     if spec.roles:
         codes += ["unauthorized", "forbidden"]
     if spec.uses_database:
