@@ -107,7 +107,8 @@ async def test_another_clients_voucher_is_not_found(api):
         assert (status, body["error"]["code"]) == (404, "not_found"), url
 
 
-@pytest.mark.parametrize("voucher_id", ["AAAAAAAAAAAAAAAA", "short", "x" * 300, "%00", "..%2F..%2Fetc"])
+# A NUL byte ("%00") is 400 at the edge: tests/test_hostile_input.py.
+@pytest.mark.parametrize("voucher_id", ["AAAAAAAAAAAAAAAA", "short", "x" * 300, "..%2F..%2Fetc"])
 async def test_unknown_or_malformed_voucher_is_not_found(api, voucher_id):
     client = await api.new_client()
     token = await api.client_session(client["id"])

@@ -9,11 +9,12 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from perks.core.fields import single_line
+from perks.core.fields import documented_pattern, single_line
 
 _PHONE = re.compile(r"\+?[0-9 ()-]+")
 
 
+@documented_pattern(r"^\+?(?:[ ()-]*[0-9]){3}[0-9 ()-]*$")
 def phone_number(value: str) -> str:
     """Digits with an optional leading ``+`` and the usual separators."""
     if not _PHONE.fullmatch(value) or sum(char.isdigit() for char in value) < 3:

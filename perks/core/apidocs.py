@@ -37,14 +37,14 @@ def _document(request: web.Request) -> dict[str, Any]:
 
 
 @routes.get("/api/openapi.json")
-@endpoint(tag="documentation")
+@endpoint(tag="documentation", uses_database=False)
 async def openapi_json(request: web.Request) -> web.Response:
     """This OpenAPI 3.1 document."""
     return json_response(_document(request))
 
 
 @routes.get("/api/docs")
-@endpoint(produces="text/html", tag="documentation")
+@endpoint(produces="text/html", tag="documentation", uses_database=False)
 async def api_docs(request: web.Request) -> web.Response:
     """A page to read the API's documentation."""
     html = _templates.get_template("api_docs.html").render(doc=_document(request))

@@ -14,9 +14,17 @@ from pydantic import BaseModel
 from perks.core.appkeys import CLOCK, POOL, PRINCIPAL
 from perks.core.auth import Principal, SessionTokens, session_is_current
 from perks.core.errors import Forbidden, Unauthorized
-from perks.core.validation import parse_body, parse_query
+from perks.core.validation import (
+    parse_body,
+    parse_query,
+    refuse_unsafe_form,
+    refuse_unsafe_input,
+    text_problem,
+)
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+# A request header a route reads: its description, or ``(description, JSON schema of its values)``.
+Header = str | tuple[str, dict[str, Any]]
 
 PUBLIC: frozenset[str] = frozenset()
 SESSION_TOKENS = web.AppKey("session_tokens", SessionTokens)
@@ -36,9 +44,10 @@ class EndpointSpec:
     description: str
     tag: str | None
     produces: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, Header] = field(default_factory=dict)
     alternatives: tuple[str, ...] = ()
     consumes: str = "application/json"
+    uses_database: bool = True
 
 
 def endpoint(
@@ -51,17 +60,19 @@ def endpoint(
     errors: Collection[str] = (),
     tag: str | None = None,
     produces: str = "application/json",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, Header] | None = None,
     alternatives: Collection[str] = (),
     consumes: str = "application/json",
     session_check: bool = True,
+    uses_database: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Declare a route: the roles allowed (empty: public), its body and query models, its response.
 
-    ``session_check=False`` is for a route that checks the session's generation in its own first statement.
-
-    ``consumes`` names the media type of a body the handler reads itself (``text/csv``, say; no ``body`` model)."""
+    ``consumes`` names the media type of a body the handler reads itself (``text/csv``, say; no ``body`` model).
+    ``headers`` are the request headers it reads; ``uses_database=False`` for the few that never touch it.
+    ``session_check=False`` is for a route that checks the session's generation in its own first statement."""
     allowed = frozenset(roles)
+    header_names = tuple(headers or ())
 
     def wrap(handler: Handler) -> Handler:
         doc = inspect.cleandoc(handler.__doc__ or "")
@@ -80,11 +91,19 @@ def endpoint(
             headers=headers or {},
             alternatives=tuple(alternatives),
             consumes=consumes,
+            uses_database=uses_database,
         )
+        is_page = produces == "text/html"
 
         @functools.wraps(handler)
         async def run(request: web.Request) -> web.StreamResponse:
+            # The edge: text no handler could store (NUL, invalid UTF-8) is refused before anything reads it.
+            refuse_unsafe_input(request, header_names)
+            if is_page and request.method == "POST":
+                await refuse_unsafe_form(request)
             if allowed:
+                if text_problem(request.headers.get("Authorization", "")):
+                    raise Unauthorized()  # a garbled token is no token
                 principal = authenticate(request)
                 if session_check and not await session_is_current(request.config_dict[POOL], principal):
                     raise Unauthorized()
@@ -96,7 +115,12 @@ def endpoint(
                 kwargs["query"] = parse_query(request, query)
             if body is not None:
                 kwargs["body"] = await parse_body(request, body)
-            return await handler(request, **kwargs)
+            response = await handler(request, **kwargs)
+            if response.content_type == "application/json":
+                # Answers hold sessions' data (a client's phone, birthday, a token): kept out of every cache,
+                # unless the route says otherwise (the JWKS).
+                response.headers.setdefault("Cache-Control", "no-store")
+            return response
 
         run.__perks_endpoint__ = spec  # type: ignore[attr-defined]
         return run

@@ -14,6 +14,7 @@ MESSAGES: dict[str, str] = {
     "method_not_allowed": "This method is not allowed here.",
     "conflict": "This conflicts with an existing object.",
     "payload_too_large": "The request body is too large.",
+    "unsupported_media_type": "The request body must be sent with the documented content type.",
     "too_many_attempts": "Too many failed attempts; try again later.",
     "idempotency_key_reused": "This Idempotency-Key was used with a different request.",
     "database_unavailable": "The database is unavailable; try again shortly.",
@@ -87,6 +88,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
 
 
 class TooManyAttempts(ApiError):

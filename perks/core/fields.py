@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable, TypeVar
 
 from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -13,10 +13,24 @@ from perks.core.pagination import decode_cursor
 from perks.core.validation import Body
 
 CODE_PATTERN = r"^[a-z0-9_]{1,32}$"
+# A settlement month as perks.settlement.periods.Month.parse takes it: `YYYY-MM`, years 2000 to 9998.
+MONTH_PATTERN = r"^(2[0-9]{3}|[3-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def documented_pattern(pattern: str) -> Callable[[F], F]:
+    """Mark a validator with the regular expression that describes, in the OpenAPI document, what it accepts."""
+
+    def mark(validator: F) -> F:
+        validator.__json_pattern__ = pattern  # type: ignore[attr-defined]
+        return validator
+
+    return mark
+
+
+@documented_pattern(r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$")
 def single_line(value: str) -> str:
     """Refuse a blank text or one with control characters (PostgreSQL cannot even store NUL)."""
     if not value.strip():
@@ -26,6 +40,7 @@ def single_line(value: str) -> str:
     return value
 
 
+@documented_pattern(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")
 def multi_line(value: str) -> str:
     """Refuse control characters other than line breaks and tabs."""
     if _CONTROL_BUT_NEWLINES.search(value):

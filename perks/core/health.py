@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from perks.core.appkeys import METRICS, POOL
+from perks.core.appkeys import CONFIG, METRICS, POOL
 from perks.core.db import is_database_unavailable
 from perks.core.endpoint import endpoint
-from perks.core.errors import DatabaseUnavailable
+from perks.core.errors import DatabaseUnavailable, Unauthorized
 from perks.core.jsonutil import json_response
 
 routes = web.RouteTableDef()
@@ -22,7 +23,7 @@ class Status(BaseModel):
 
 
 @routes.get("/healthz")
-@endpoint(response=Status, tag="operations")
+@endpoint(response=Status, tag="operations", uses_database=False)
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive."""
     return json_response({"status": "ok"})
@@ -44,9 +45,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
-@endpoint(produces="text/plain", tag="operations")
+@endpoint(produces="text/plain", errors=("unauthorized",), tag="operations", uses_database=False)
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics in the text exposition format."""
+    """Prometheus metrics in the text exposition format.
+
+    When `PERKS_METRICS_TOKEN` is set, only with `Authorization: Bearer <that token>` (401 otherwise); without
+    it, keep `/metrics` off the public network (serve it behind the proxy's internal listener only)."""
+    expected = request.config_dict[CONFIG].metrics_token
+    if expected is not None:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode()):
+            raise Unauthorized()
     body = await asyncio.to_thread(request.config_dict[METRICS].render)
     response = web.Response(body=body)
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]

@@ -82,11 +82,12 @@ class MerchantCreate(Body):
 
 
 class MerchantUpdate(Body):
-    name: Name | None = None
-    category: Category | None = None
+    # Left out: unchanged; null is refused (documented as not nullable, which is what is validated).
+    name: Name = None
+    category: Category = None
     city: City | None = Field(None, description="`null` clears it")
     contact_phone: Phone | None = Field(None, description="`null` clears it")
-    status: Status | None = Field(None, description="a suspended merchant's redemptions are refused")
+    status: Status = Field(None, description="a suspended merchant's redemptions are refused")
 
 
 class MerchantListQuery(PageQuery):

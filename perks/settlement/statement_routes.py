@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import ensure_merchant_scope
 from perks.core.endpoint import endpoint, principal_of
+from perks.core.fields import MONTH_PATTERN
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.settlement import settlements, statements
@@ -25,7 +26,7 @@ FINALIZERS = {"admin"}
 
 
 class MonthQuery(FormatQuery):
-    month: str = Field(description="The quota month, `YYYY-MM`.")
+    month: str = Field(description="The quota month, `YYYY-MM`.", json_schema_extra={"pattern": MONTH_PATTERN})
 
 
 class StatementLine(BaseModel):
