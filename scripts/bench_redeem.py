@@ -33,7 +33,7 @@ import asyncpg
 from perks.accounts.service import create_user
 from perks.core.auth import SYSTEM
 from perks.core.db import embedded_admin_url, init_connection, with_database
-from perks.redemption.counters import mismatched_counters
+from perks.quotas.invariants import mismatched_counters
 
 API = "/api/v1"
 PASSWORD = "bench password 1"
