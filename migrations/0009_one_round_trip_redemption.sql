@@ -15,14 +15,16 @@ CREATE TABLE merchant_capacity_slots (
     PRIMARY KEY (merchant_id, perk_code, year, slot)
 );
 
--- How many slots a capacity is spread over, and one slot's share of it (NULL: no cap, no share).
+-- How many slots a capacity is spread over: one per 16 units, at most 16 (16 for no cap). A small capacity keeps
+-- one row, so its count is exact and in order; a hot partner's large one is split. NULL share: no cap.
 CREATE FUNCTION perks_slot_count(capacity integer) RETURNS integer LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN capacity IS NULL THEN 16 ELSE LEAST(16, capacity) END
+    SELECT CASE WHEN capacity IS NULL THEN 16 ELSE LEAST(16, (capacity + 15) / 16) END
 $$;
 CREATE FUNCTION perks_slot_share(capacity integer, slot integer) RETURNS integer LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN capacity IS NULL THEN NULL
-                WHEN slot >= LEAST(16, capacity) THEN 0
-                ELSE capacity / LEAST(16, capacity) + CASE WHEN slot < capacity % LEAST(16, capacity) THEN 1 ELSE 0 END
+                WHEN slot >= perks_slot_count(capacity) THEN 0
+                ELSE capacity / perks_slot_count(capacity)
+                     + CASE WHEN slot < capacity % perks_slot_count(capacity) THEN 1 ELSE 0 END
            END
 $$;
 
@@ -290,14 +292,47 @@ RETURNS TABLE (status integer, code text, body jsonb, replayed boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_user record;
-    v_count integer;
+    v_rate record;
+    v_window timestamptz := date_trunc('minute', p_now);
+BEGIN
+    SELECT u.status, u.session_generation INTO v_user FROM users u WHERE u.id = p_actor;
+    IF NOT FOUND OR v_user.status <> 'active' OR v_user.session_generation <> p_generation THEN
+        RETURN QUERY SELECT 401, 'unauthorized'::text, NULL::jsonb, false;
+        RETURN;
+    END IF;
+    -- The count is read here and moved last: the user's row is then locked only from the end of the decision to
+    -- the commit, so one user's requests do not queue behind each other's counter waits. Requests already in
+    -- flight when the limit is reached may pass it by their number; a real shop is far below it anyway.
+    SELECT q.window_start, q.count INTO v_rate FROM request_rates q WHERE q.user_id = p_actor;
+    IF v_rate.window_start = v_window AND v_rate.count >= p_rate_limit THEN
+        RETURN QUERY SELECT 429, 'too_many_attempts'::text, NULL::jsonb, false;
+    ELSE
+        RETURN QUERY SELECT * FROM perks_redeem_decision(
+            p_actor, p_username, p_role, p_merchant, p_own_store, p_store, p_voucher, p_token_deadline, p_leeway,
+            p_now, p_year, p_month, p_today, p_key, p_hash, p_key_window, p_scan);
+    END IF;
+    INSERT INTO request_rates AS q (user_id, window_start, count) VALUES (p_actor, v_window, 1)
+    ON CONFLICT (user_id) DO UPDATE
+        SET count = CASE WHEN q.window_start = EXCLUDED.window_start THEN q.count + 1 ELSE 1 END,
+            window_start = EXCLUDED.window_start;
+END
+$$;
+
+-- The decision after the session and the rate: the store, the key, the refusal table, and the writes.
+CREATE FUNCTION perks_redeem_decision(
+    p_actor uuid, p_username text, p_role text, p_merchant uuid, p_own_store uuid,
+    p_store uuid, p_voucher text, p_token_deadline timestamptz, p_leeway interval, p_now timestamptz,
+    p_year integer, p_month integer, p_today date, p_key text, p_hash bytea,
+    p_key_window interval, p_scan boolean)
+RETURNS TABLE (status integer, code text, body jsonb, replayed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
     v_store uuid;
     v_owner uuid;
     v_stores uuid[];
     v_claimed integer;
     v_kept record;
     f record;
-    d record;
     v_refusal text;
     v_status integer;
     v_id uuid;
@@ -307,23 +342,6 @@ DECLARE
     v_body jsonb;
     v_after jsonb;
 BEGIN
-    SELECT u.status, u.session_generation INTO v_user FROM users u WHERE u.id = p_actor;
-    IF NOT FOUND OR v_user.status <> 'active' OR v_user.session_generation <> p_generation THEN
-        RETURN QUERY SELECT 401, 'unauthorized'::text, NULL::jsonb, false;
-        RETURN;
-    END IF;
-
-    INSERT INTO request_rates AS q (user_id, window_start, count)
-    VALUES (p_actor, date_trunc('minute', p_now), 1)
-    ON CONFLICT (user_id) DO UPDATE
-        SET count = CASE WHEN q.window_start = EXCLUDED.window_start THEN q.count + 1 ELSE 1 END,
-            window_start = EXCLUDED.window_start
-    RETURNING q.count INTO v_count;
-    IF v_count > p_rate_limit THEN
-        RETURN QUERY SELECT 429, 'too_many_attempts'::text, NULL::jsonb, false;
-        RETURN;
-    END IF;
-
     IF p_role = 'cashier' THEN
         IF p_store IS NULL OR p_store = p_own_store THEN
             v_store := p_own_store;
@@ -385,12 +403,17 @@ BEGIN
            c.name AS client_name, c.tier_code,
            a.merchant_id IS NOT NULL AS offered, a.yearly_capacity, a.unit_price_fen,
            (SELECT COALESCE(sum(s.used), 0) FROM merchant_capacity_slots s
-             WHERE s.merchant_id = m.id AND s.perk_code = v.perk_code AND s.year = p_year) AS merchant_used
+             WHERE s.merchant_id = m.id AND s.perk_code = v.perk_code AND s.year = p_year) AS merchant_used,
+           d.refusal AS decided_refusal, d.grant_id AS decided_grant, d.entitled, d.yearly_quota, d.monthly_cap,
+           d.used
       INTO f
       FROM merchants m
       LEFT JOIN vouchers v ON v.id = p_voucher
       LEFT JOIN clients c ON c.id = v.client_id
       LEFT JOIN agreements a ON a.merchant_id = m.id AND a.perk_code = v.perk_code
+      -- In this statement, so that the decision reads the same snapshot as the voucher's facts (a redemption
+      -- committing in between would otherwise look like a quota used up rather than a voucher spent).
+      LEFT JOIN LATERAL perks_decide(v.client_id, v.perk_code, p_year, p_month, p_today) d ON true
      WHERE m.id = p_merchant;
 
     v_refusal := CASE
@@ -403,21 +426,20 @@ BEGIN
         WHEN f.superseded THEN 'voucher_superseded'
     END;
     IF v_refusal IS NULL THEN
-        SELECT * INTO d FROM perks_decide(f.client_id, f.perk_code, p_year, p_month, p_today);
         v_refusal := CASE
-            WHEN d.refusal = 'client_blocked' THEN d.refusal
+            WHEN f.decided_refusal = 'client_blocked' THEN f.decided_refusal
             WHEN NOT f.offered THEN 'perk_not_offered'
-            WHEN d.refusal IS NOT NULL THEN d.refusal
+            WHEN f.decided_refusal IS NOT NULL THEN f.decided_refusal
             WHEN f.yearly_capacity IS NOT NULL AND f.merchant_used >= f.yearly_capacity THEN 'merchant_capacity_exhausted'
         END;
     END IF;
 
     IF v_refusal IS NULL AND p_scan THEN
-        v_used := CASE WHEN d.grant_id IS NULL THEN d.used + 1 ELSE d.used END;
+        v_used := CASE WHEN f.decided_grant IS NULL THEN f.used + 1 ELSE f.used END;
         RETURN QUERY SELECT 200, NULL::text, jsonb_build_object(
             'voucher_id', f.id, 'perk', f.perk_code,
             'client', jsonb_build_object('display_name', perks_mask_name(f.client_name), 'tier', f.tier_code),
-            'remaining_after', CASE WHEN d.entitled THEN perks_remaining(d.yearly_quota, v_used) ELSE 0 END,
+            'remaining_after', CASE WHEN f.entitled THEN perks_remaining(f.yearly_quota, v_used) ELSE 0 END,
             'expires_at', perks_rfc3339(f.expires_at)), false;
         RETURN;
     END IF;
@@ -439,9 +461,9 @@ BEGIN
     IF v_refusal IS NULL THEN
         -- The conditional moves decide; what was read above only refused early. Counters last, the merchant's
         -- last of all: its rows are shared by every terminal, so their locks are held the shortest.
-        IF d.grant_id IS NULL THEN
+        IF f.decided_grant IS NULL THEN
             SELECT * INTO v_tier FROM perks_take_tier(f.client_id, f.perk_code, p_year, p_month,
-                                                      d.yearly_quota, d.monthly_cap);
+                                                      f.yearly_quota, f.monthly_cap);
             v_refusal := v_tier.refusal;
             v_used := v_tier.used;
             IF v_refusal IS NOT NULL THEN
@@ -449,12 +471,12 @@ BEGIN
                 v_grant := perks_take_grant(f.client_id, f.perk_code, p_today);
                 IF v_grant IS NOT NULL THEN
                     v_refusal := NULL;
-                    v_used := d.used + 1;
+                    v_used := f.used + 1;
                 END IF;
             END IF;
         ELSE
             v_grant := perks_take_grant(f.client_id, f.perk_code, p_today);
-            v_used := d.used;
+            v_used := f.used;
             IF v_grant IS NULL THEN
                 v_refusal := 'quota_exhausted';
             END IF;
@@ -498,7 +520,7 @@ BEGIN
         'id', v_id, 'status', 'redeemed', 'voucher_id', f.id, 'perk', f.perk_code,
         'client', jsonb_build_object('display_name', perks_mask_name(f.client_name), 'tier', f.tier_code),
         'merchant_id', p_merchant, 'store_id', v_store, 'redeemed_at', perks_rfc3339(p_now),
-        'client_remaining', CASE WHEN d.entitled THEN perks_remaining(d.yearly_quota, v_used) ELSE 0 END,
+        'client_remaining', CASE WHEN f.entitled THEN perks_remaining(f.yearly_quota, v_used) ELSE 0 END,
         'merchant_remaining', perks_remaining(f.yearly_capacity,
             (SELECT sum(s.used)::integer FROM merchant_capacity_slots s
               WHERE s.merchant_id = p_merchant AND s.perk_code = f.perk_code AND s.year = p_year)));

@@ -3,8 +3,9 @@
 - ``client_yearly_usage`` and ``client_monthly_usage``: the tier's uses (grant uses are not counted there).
 - ``grants.used``: a grant's uses.
 - ``merchant_capacity_slots``: a merchant's yearly use of a perk, split over :data:`CAPACITY_SLOTS` rows so
-  that a busy partner's terminals rarely wait on one row lock. Slot ``i`` holds at most its share of the capacity
-  (``perks_slot_share``: the capacity divided as evenly as it goes over ``min(16, capacity)`` slots), so the sum
+  that a busy partner's terminals rarely wait on one row lock. One slot per 16 units of capacity, at most 16
+  (``perks_slot_count``; 16 without a cap): a small capacity keeps one exact, ordered row. Slot ``i`` holds at
+  most its share of the capacity (``perks_slot_share``: divided as evenly as it goes), so the sum
   never passes the capacity; a redemption starts at a random slot and takes the first with room (a plain
   conditional UPDATE, which locks no row it does not change: no transaction holds a slot while waiting for
   another). A void gives one unit back to a slot holding one. A changed capacity re-spreads the year's use under
