@@ -76,7 +76,11 @@ class RedemptionCreated(BaseModel):
     store_id: str
     redeemed_at: datetime
     client_remaining: int | None = Field(description="The client's yearly remaining for the perk; null: unlimited.")
-    merchant_remaining: int | None = Field(description="The merchant's yearly capacity left for the perk; null: no cap.")
+    merchant_remaining: int | None = Field(
+        description="The merchant's yearly capacity left for the perk, as this redemption saw it (a large capacity "
+        "is counted in several rows, so redemptions at the same instant at other terminals may report the same "
+        "figure; the capacity itself is never passed); null: no cap."
+    )
 
 
 class RedemptionView(BaseModel):
