@@ -11,7 +11,7 @@ from aiohttp import web
 
 from merchant_portal.pages import checked_form, current_principal, explain, form_text, render
 from perks.catalogue import service as catalogue
-from perks.core.appkeys import CLOCK, CONFIG, KEYRING, METRICS, POOL
+from perks.core.appkeys import POOL
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, NotFound
@@ -99,11 +99,10 @@ async def scan_submit(request: web.Request) -> web.Response:
     token = form_text(form, "token", MAX_TOKEN_CHARS)
     if not token:
         return await _scan_page(request, actor, explain(request, "empty_token"), status=400, store_id=store_id)
-    now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:
         try:
             preview = await redemption.scan(
-                conn, request.config_dict[KEYRING], actor, token, store_id, now, request.config_dict[CONFIG].timezone
+                conn, redemption.Terminal.of_app(request.config_dict, actor, store_id), token
             )
         except ApiError as refusal:
             return refusal_page(request, refusal.code, refusal.status, store_id)
@@ -135,21 +134,14 @@ async def redeem_submit(request: web.Request) -> web.Response:
     fingerprint = redemption.request_fingerprint(
         "POST", "/portal/redeem", {"token": token, "store_id": str(store_id) if store_id else None}
     )
-    config = request.config_dict[CONFIG]
-    now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:
         try:
             outcome = await redemption.redeem(
                 conn,
-                request.config_dict[KEYRING],
-                actor,
+                redemption.Terminal.of_app(request.config_dict, actor, store_id),
                 token,
-                store_id,
-                now,
-                config.timezone,
                 idempotency_key=key,
                 request_hash=fingerprint if key else None,
-                metrics=request.config_dict[METRICS],
             )
         except ApiError as refusal:
             return refusal_page(request, refusal.code, refusal.status, store_id)

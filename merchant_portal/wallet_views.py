@@ -39,22 +39,18 @@ async def wallet_home(request: web.Request) -> web.Response:
     client = current_principal(request)
     config = request.config_dict[CONFIG]
     now = request.config_dict[CLOCK].now()
-    year, month = quotas.quota_period(now, config.timezone)
+    at = quotas.period(now, config.timezone)
     async with request.config_dict[POOL].acquire() as conn:
         profile = await vouchers.client_profile(conn, UUID(client.id))
-        granted = await quotas.entitlements(conn, UUID(client.id), year, month)
-    return render(request, "wallet/index.html", {"profile": profile, "perks": granted, "year": year})
+        granted = await quotas.entitlements(conn, UUID(client.id), at)
+    return render(request, "wallet/index.html", {"profile": profile, "perks": granted, "year": at.year})
 
 
 def unavailable_reason(entitlement: quotas.Entitlement | None) -> str | None:
-    """Why no voucher can be shown now, as far as the entitlement alone tells (issuing decides in the end)."""
-    if entitlement is None:
+    """Why no voucher can be shown now: the quota decision's refusal (the one issuing would give)."""
+    if entitlement is None or not (entitlement.entitled or entitlement.grants):
         return "not_entitled"
-    if entitlement.remaining == 0:
-        return "quota_exhausted"
-    if entitlement.month_remaining == 0:
-        return "monthly_cap_reached"
-    return None
+    return entitlement.refusal
 
 
 @routes.get("/perks/{perk}")
@@ -66,10 +62,11 @@ async def perk_page(request: web.Request) -> web.Response:
     if not PERK_CODE.match(code):
         raise NotFound()
     now = request.config_dict[CLOCK].now()
-    year, month = quotas.quota_period(now, request.config_dict[CONFIG].timezone)
+    at = quotas.period(now, request.config_dict[CONFIG].timezone)
     async with request.config_dict[POOL].acquire() as conn:
-        granted = await quotas.entitlement(conn, UUID(client.id), code, year, month)
-    reason = unavailable_reason(granted)
+        decided = await quotas.decision(conn, UUID(client.id), code, at)
+    reason = unavailable_reason(decided)
+    granted = decided if reason != "not_entitled" else None
     context = {
         "perk": granted,
         "code": code,

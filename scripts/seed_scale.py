@@ -361,11 +361,10 @@ SELECT client_id, perk_code, quota_year, quota_month, count(*) FROM redemptions
 WHERE status = 'redeemed' AND quota_year = $1 GROUP BY client_id, perk_code, quota_year, quota_month
 ON CONFLICT (client_id, perk_code, year, month) DO UPDATE SET used = EXCLUDED.used
 """
+# A merchant's use is split over capacity slots (migration 0009); the total is spread under the shares.
 SET_MERCHANT_YEARLY = """
-INSERT INTO merchant_yearly_usage (merchant_id, perk_code, year, used)
-SELECT merchant_id, perk_code, quota_year, count(*) FROM redemptions
+SELECT perks_spread_slots(merchant_id, perk_code, quota_year, count(*)::integer) FROM redemptions
 WHERE status = 'redeemed' AND quota_year = $1 GROUP BY merchant_id, perk_code, quota_year
-ON CONFLICT (merchant_id, perk_code, year) DO UPDATE SET used = EXCLUDED.used
 """
 
 
@@ -460,7 +459,7 @@ async def timed(label: str, runs: int, call: Any) -> Any:
 
 async def measure_redemptions(conn: asyncpg.Connection, config: Config) -> None:
     started = time.monotonic()
-    for table in ("vouchers", "redemptions", "client_yearly_usage", "client_monthly_usage", "merchant_yearly_usage"):
+    for table in ("vouchers", "redemptions", "client_yearly_usage", "client_monthly_usage", "merchant_capacity_slots"):
         await conn.execute(f"VACUUM ANALYZE {table}")  # table names from the list above, never from input
     print(f"vacuum analyze (redemptions): {time.monotonic() - started:.1f} s")
     local = datetime.now(timezone.utc).astimezone(config.timezone)

@@ -181,7 +181,7 @@ class Api:
 
     async def counter_mismatches(self) -> list[dict[str, Any]]:
         """Every usage counter whose ``used`` differs from the count of its redemptions not voided (none, always)."""
-        from perks.redemption.counters import mismatched_counters
+        from perks.quotas.invariants import mismatched_counters
 
         return await mismatched_counters(self.db)
 

@@ -14,8 +14,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from perks.core.errors import Refusal
-from perks.redemption import counters
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -158,36 +156,55 @@ async def test_capacity_holds_while_voids_and_redemptions_race(api):
 
 
 async def test_the_counters_refuse_a_zero_limit_and_never_pass_a_limit(api, database_url):
-    """The conditional statements themselves, hit by 20 connections at once, with no check in front of them."""
+    """The conditional moves themselves (migration 0009's functions), hit by 20 connections at once, with no check
+    in front of them: the tier's yearly quota and monthly cap, and a merchant's capacity split over slots."""
     prog = await api.program(yearly_quota=3, monthly_cap=2, yearly_capacity=None)
     client, _ = await api.member(prog["tier"])
-    facts = {"client_id": UUID(client["id"]), "perk_code": prog["perk"],
-             "yearly_quota": 3, "monthly_cap": 2, "yearly_capacity": None}
-    merchant_id = UUID(prog["merchant"])
+    client_id, perk, merchant_id = UUID(client["id"]), prog["perk"], UUID(prog["merchant"])
     connections = [await asyncpg.connect(database_url) for _ in range(20)]
+    take_tier = "SELECT used, refusal FROM perks_take_tier($1, $2, 2027, 1, $3, $4)"
+    take_capacity = "SELECT perks_take_capacity($1, $2, 2027, $3)"
     try:
-        async def take(conn, **limits):
-            try:
-                async with conn.transaction():
-                    return await counters.take(conn, facts | limits, merchant_id, 2027, 1)
-            except Refusal as refusal:
-                return refusal.code
+        async def take(conn, quota=3, cap=2):
+            async with conn.transaction():
+                row = await conn.fetchrow(take_tier, client_id, perk, quota, cap)
+                return row["used"] if row["refusal"] is None else row["refusal"]
 
-        zero = await take(connections[0], yearly_quota=0)
-        assert zero == "quota_exhausted"
+        assert await take(connections[0], quota=0) == "quota_exhausted"
         assert await api.db.fetchval("SELECT count(*) FROM client_yearly_usage") == 0
 
         results = await asyncio.gather(*(take(conn) for conn in connections))
-        assert Counter("taken" if isinstance(result, tuple) else result for result in results) == {
+        assert Counter(result if isinstance(result, str) else "taken" for result in results) == {
             "taken": 2, "monthly_cap_reached": 18,
         }
-        assert sorted(result[0] for result in results if isinstance(result, tuple)) == [1, 2]
+        assert sorted(result for result in results if not isinstance(result, str)) == [1, 2]
         assert await api.db.fetchval("SELECT used FROM client_monthly_usage") == 2
-        assert await api.db.fetchval("SELECT used FROM merchant_yearly_usage") == 2
+        # The refused ones gave back the yearly use they had taken before the monthly cap refused them.
+        assert await api.db.fetchval("SELECT used FROM client_yearly_usage") == 2
+
+        async def take_slot(conn, capacity):
+            async with conn.transaction():
+                return await conn.fetchval(take_capacity, merchant_id, perk, capacity)
+
+        assert await take_slot(connections[0], 0) is None
+        # 40 units: 3 slots of shares 14, 13, 13.
+        for _ in range(2):
+            slots = await asyncio.gather(*(take_slot(conn, 40) for conn in connections))
+        assert len([slot for slot in slots if slot is not None]) == 20
+        assert await api.db.fetchval("SELECT used FROM merchant_yearly_usage") == 40
+        assert await take_slot(connections[0], 40) is None
+        assert await api.db.fetch("SELECT slot, used FROM merchant_capacity_slots WHERE used > 0 ORDER BY slot") == [
+            (0, 14), (1, 13), (2, 13)]
+        # 256 units: 16 slots of 16 each; 20 at once take 20, spread over the slots, none above its share.
+        slots = await asyncio.gather(*(take_slot(conn, 256) for conn in connections))
+        assert all(slot is not None for slot in slots) and len(set(slots)) > 1
+        assert await api.db.fetchval("SELECT used FROM merchant_yearly_usage") == 60
+        assert await api.db.fetchval(
+            "SELECT count(*) FROM merchant_capacity_slots WHERE used > perks_slot_share(256, slot)") == 0
     finally:
         for conn in connections:
             await conn.close()
         # Counters moved without redemptions: put them back so the invariant holds for this database too.
         await api.db.execute("DELETE FROM client_yearly_usage; DELETE FROM client_monthly_usage;"
-                             " DELETE FROM merchant_yearly_usage")
+                             " DELETE FROM merchant_capacity_slots")
     assert await api.counter_mismatches() == []

@@ -178,3 +178,17 @@ async def test_a_void_needs_a_reason(api, redeemed, payload):
         status, body = await api.call("POST", path, token, json=payload)
         assert status == 400 and body["error"]["code"] == "bad_request", body
         assert set(body["error"]["details"]["fields"]) & {"reason", "x"}
+
+
+async def test_a_suspended_merchants_manager_may_not_void_but_the_bank_still_may(api, redeemed):
+    prog, session, voucher, redemption = redeemed
+    operator = await api.staff("operator")
+    await api.ok("PATCH", f"/api/v1/merchants/{prog['merchant']}", operator, json={"status": "suspended"})
+    status, body = await api.call("POST", merchant_void(redemption["id"]), prog["manager"], json=REASON)
+    assert (status, body["error"]["code"]) == (403, "merchant_suspended")
+    assert await api.db.fetchval("SELECT status FROM redemptions") == "redeemed"
+    voided = await api.ok("POST", bank_void(redemption["id"]), operator, json=REASON)
+    assert voided["status"] == "voided"
+    event = await api.db.fetchval("SELECT data FROM events WHERE type = 'redemption.voided'")
+    assert event["redemption_id"] == redemption["id"] and event["voided_by_role"] == "operator"
+    assert await api.counter_mismatches() == []

@@ -79,7 +79,7 @@ async def test_entitlements_show_quota_use_and_monthly_cap(api, db, clock):
         "items": [
             {"perk": perk["code"], "name": perk["name"], "yearly_quota": 6, "used": 4, "remaining": 2,
              "monthly_cap": 2, "used_this_month": 1,
-             "birthday_only": False, "available_from": None}
+             "birthday_only": False, "available_from": None, "grants": []}
         ],
     }
 

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
+from perks import quotas
 from perks.audit import service as audit
 from perks.events.service import record_event
 from perks.core.auth import Principal
@@ -313,10 +314,7 @@ ORDER BY a.perk_code
 
 def remaining_capacity(yearly_capacity: int | None, used: int) -> int | None:
     """What a merchant may still redeem of a perk this year (``None``: no cap); never below zero."""
-    if yearly_capacity is None:
-        return None
-    # A capacity lowered below what is already used shows nothing left, not a negative number.
-    return max(yearly_capacity - used, 0)
+    return quotas.remaining(yearly_capacity, used)
 
 
 async def merchant_usage(conn: asyncpg.Connection, merchant_id: UUID, year: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
-from perks.core.appkeys import CLOCK, CONFIG, KEYRING, METRICS, POOL
+from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import Refusal
 from perks.core.ids import parse_id
@@ -21,6 +21,7 @@ from perks.core.validation import Body
 from perks.merchants.routes import UsageQuery, UsageView
 from perks.quotas import quota_period
 from perks.redemption import service
+from perks.redemption.context import Terminal
 from perks.redemption.idempotency import KEY_HEADER, REPLAYED_HEADER, check_key
 
 routes = web.RouteTableDef()
@@ -75,7 +76,11 @@ class RedemptionCreated(BaseModel):
     store_id: str
     redeemed_at: datetime
     client_remaining: int | None = Field(description="The client's yearly remaining for the perk; null: unlimited.")
-    merchant_remaining: int | None = Field(description="The merchant's yearly capacity left for the perk; null: no cap.")
+    merchant_remaining: int | None = Field(
+        description="The merchant's yearly capacity left for the perk, as this redemption saw it (a large capacity "
+        "is counted in several rows, so redemptions at the same instant at other terminals may report the same "
+        "figure; the capacity itself is never passed); null: no cap."
+    )
 
 
 class RedemptionView(BaseModel):
@@ -124,19 +129,18 @@ def _context(request: web.Request) -> tuple[datetime, ZoneInfo]:
     roles=MERCHANT_STAFF,
     body=ScanRequest,
     response=ScanResult,
-    errors=(*REFUSALS, *STORE_ERRORS),
+    errors=(*REFUSALS, *STORE_ERRORS, "too_many_attempts"),
     tag="redeeming",
 )
 async def scan(request: web.Request, body: ScanRequest) -> web.Response:
     """Check a voucher as redeeming would, consuming nothing.
 
     Refusals are those of redeeming, in the same order (the first that applies). The store is checked as for a
-    redemption: a cashier naming another store is 403, a store of another merchant 404."""
-    now, tz = _context(request)
+    redemption: a cashier naming another store is 403, a store of another merchant 404. Scans count towards the
+    terminal rate limit (see redeeming)."""
+    terminal = Terminal.of_app(request.config_dict, principal_of(request), body.store_id)
     async with request.config_dict[POOL].acquire() as conn:
-        result = await service.scan(
-            conn, request.config_dict[KEYRING], principal_of(request), body.token, body.store_id, now, tz
-        )
+        result = await service.scan(conn, terminal, body.token)
     return json_response(result)
 
 
@@ -146,7 +150,7 @@ async def scan(request: web.Request, body: ScanRequest) -> web.Response:
     body=RedeemRequest,
     response=RedemptionCreated,
     status=201,
-    errors=(*REFUSALS, *STORE_ERRORS, "idempotency_key_reused"),
+    errors=(*REFUSALS, *STORE_ERRORS, "idempotency_key_reused", "too_many_attempts"),
     headers={
         KEY_HEADER: "Optional, 1 to 255 characters: the same key with the same body from the same merchant within "
         "24 hours returns the first response again, with the header `Idempotent-Replayed: true`."
@@ -167,23 +171,22 @@ async def redeem(request: web.Request, body: RedeemRequest) -> web.Response:
     first status and body again, with `Idempotent-Replayed: true`; another body gives 422
     `idempotency_key_reused`. A request sent while the key's first request is still being decided waits for it,
     then replays it. Errors that decide nothing (400 for the body or header, 401, 403, 404 for the store, 5xx)
-    are not kept, so the key may be retried."""
+    are not kept, so the key may be retried.
+
+    **Rate limit.** Scans and redemptions of one user are counted per minute, across every worker; past
+    `PERKS_TERMINAL_RATE_LIMIT` (default 120) the request is 429 `too_many_attempts` and consumes nothing. A
+    session made stale (user disabled, password changed) is 401 here too, checked in the same round trip.
+
+    **Grants.** When the tier's quota (or monthly cap) is used up, or the tier has no entitlement to the perk,
+    the soonest-expiring active grant with a use left serves (tie: the oldest); grant uses count against the
+    merchant's capacity but not the tier's quota or cap. An expired, revoked or used-up grant is
+    `quota_exhausted`. `client_remaining` stays the tier's yearly remaining (0 for a perk held through grants
+    only)."""
     key = check_key(request.headers.get(KEY_HEADER))
     fingerprint = service.request_fingerprint(request.method, request.path, body.model_dump(mode="json")) if key else None
-    now, tz = _context(request)
+    terminal = Terminal.of_app(request.config_dict, principal_of(request), body.store_id)
     async with request.config_dict[POOL].acquire() as conn:
-        outcome = await service.redeem(
-            conn,
-            request.config_dict[KEYRING],
-            principal_of(request),
-            body.token,
-            body.store_id,
-            now,
-            tz,
-            idempotency_key=key,
-            request_hash=fingerprint,
-            metrics=request.config_dict[METRICS],
-        )
+        outcome = await service.redeem(conn, terminal, body.token, idempotency_key=key, request_hash=fingerprint)
     headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
     return json_response(outcome.body, status=outcome.status, headers=headers)
 
@@ -193,14 +196,18 @@ async def redeem(request: web.Request, body: RedeemRequest) -> web.Response:
     roles={"manager"},
     body=VoidRequest,
     response=RedemptionView,
-    errors=("not_found", "already_voided", "void_window_closed"),
+    errors=("not_found", "merchant_suspended", "already_voided", "void_window_closed"),
     tag="redeeming",
 )
 async def void_as_merchant(request: web.Request, body: VoidRequest) -> web.Response:
     """Void one of the merchant's redemptions within 24 hours of redeeming it.
 
     The client's yearly quota and monthly cap and the merchant's capacity come back, in the quota year and month
-    the redemption counted in; the voucher stays spent. Audited as `redemption.void`."""
+    the redemption counted in (or, for a redemption that drew on a grant, that grant's use); the voucher stays
+    spent. Audited as `redemption.void`, with a `redemption.voided` event.
+
+    A suspended merchant's manager may not void (403 `merchant_suspended`): suspension stops the partner giving
+    itself capacity back; the bank (admin, operator) still may, at `POST /redemptions/{id}/void`."""
     return await _void(request, body, as_bank=False)
 
 
@@ -216,7 +223,8 @@ async def void_as_bank(request: web.Request, body: VoidRequest) -> web.Response:
     """Void any redemption, at any time.
 
     The client's yearly quota and monthly cap and the merchant's capacity come back, in the quota year and month
-    the redemption counted in; the voucher stays spent. Audited as `redemption.void`."""
+    the redemption counted in (or the grant's use); the voucher stays spent. Allowed for a suspended merchant's
+    redemptions too. Audited as `redemption.void`, with a `redemption.voided` event."""
     return await _void(request, body, as_bank=True)
 
 

@@ -1,55 +1,66 @@
 """Redeeming a voucher exactly once: scan, redeem, void, and the lists a merchant and a client read.
 
 The public face of the capability: the HTTP routes and the merchant portal call these functions and nothing
-deeper. Each takes a connection that is not inside a transaction (the function opens its own), the actor, and
-the instant to act at (the application's clock), so that tests and the portal decide the same way the API does.
+deeper. Scan and redeem are decided in ONE round trip to the database, by the server-side function
+``perks_redeem`` (migration 0009): the acting user's session, the terminal's rate, the store, the idempotency key,
+the contract's refusal table in order, the redemption row, the conditional counter moves (tier or grant, then the
+merchant's capacity slots), the audit entry, the ``redemption.created`` event and the key's record. Only the
+voucher's signature is checked here first (the key ring lives in Python).
 
-- ``scan``: every check redeeming makes, consuming nothing.
-- ``redeem``: one transaction inserts the redemption and moves three counters with conditional updates, in a
-  fixed order (client yearly, client monthly, merchant yearly); an ``Idempotency-Key`` replays the first outcome.
-- ``void``: gives the quota and capacity back in the redemption's own quota year and month; the voucher stays spent.
+- ``scan``: every check redeeming makes, consuming nothing (but a count of the terminal's rate).
+- ``redeem``: records the redemption, or a refusal; an ``Idempotency-Key`` replays the first outcome.
+- ``void``: gives the use back where it was taken; the voucher stays spent.
+
+The decision relies on READ COMMITTED, PostgreSQL's default: a conditional update that waited for a row lock
+re-reads the row's latest version. (Under a stricter level the same races end in serialization errors, never
+in a passed limit.)
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from perks.core.auth import Principal
-from perks.core.errors import Refusal
+from perks.core.errors import ApiError, BadRequest, Forbidden, NotFound, Refusal, TooManyAttempts, Unauthorized
 from perks.merchants.service import merchant_usage
-from perks.quotas import quota_period
-from perks.redemption import checks, counters, idempotency
-from perks.redemption.checks import resolve_store
+from perks.quotas import period
+from perks.redemption.checks import EXPIRY_LEEWAY, verified_voucher
+from perks.redemption.context import Terminal
 from perks.redemption.idempotency import IDEMPOTENCY_WINDOW, KeyReused, request_fingerprint
 from perks.redemption.queries import get_redemption, list_client_redemptions, list_merchant_redemptions
 from perks.redemption.voids import VOID_WINDOW, void
-
-if TYPE_CHECKING:
-    from perks.core.metrics import Metrics
-    from perks.vouchers.keyring import KeyRing
 
 __all__ = [
     "IDEMPOTENCY_WINDOW",
     "VOID_WINDOW",
     "KeyReused",
     "RedeemOutcome",
+    "Terminal",
     "get_redemption",
     "list_client_redemptions",
     "list_merchant_redemptions",
     "merchant_usage",
     "redeem",
     "request_fingerprint",
-    "resolve_store",
     "scan",
     "void",
 ]
+
+DECIDE = """
+SELECT status, code, body, replayed
+FROM perks_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+"""
+
+STORE_PROBLEMS = {
+    "store_required": "required: the merchant has several stores",
+    "no_store": "the merchant has no store yet",
+}
+RATE_MESSAGE = "Too many scans or redemptions from this account; try again in a minute."
+
 
 @dataclass(frozen=True)
 class RedeemOutcome:
@@ -60,145 +71,109 @@ class RedeemOutcome:
     replayed: bool
 
 
-async def scan(
-    conn: asyncpg.Connection,
-    keyring: KeyRing,
-    actor: Principal,
-    token: str,
-    store_id: UUID | None,
-    now: datetime,
-    tz: ZoneInfo,
-) -> dict[str, Any]:
-    """Every check redeeming would make, at ``now``, consuming nothing; raises the first ``Refusal`` that applies."""
-    await resolve_store(conn, actor, store_id)
-    claims = checks.verify_token(keyring, token)
-    year, month = quota_period(now, tz)
-    facts = await checks.facts(conn, claims.jti, UUID(actor.merchant_id), year, month)
-    checks.refuse_if_any(facts, claims, now, tz)
-    return {
-        "voucher_id": facts["voucher_id"],
-        "perk": facts["perk_code"],
-        "client": checks.client_view(facts["client_name"], facts["tier_code"]),
-        "remaining_after": counters.remaining(facts["yearly_quota"], facts["used"] + 1),
-        "expires_at": facts["expires_at"],
-    }
+async def scan(conn: asyncpg.Connection, terminal: Terminal, token: str) -> dict[str, Any]:
+    """Every check redeeming would make, consuming nothing; raises the first refusal that applies."""
+    _, code, body, _ = await _decide(conn, terminal, token, None, None, scan=True)
+    if code is not None:
+        raise _error(code)
+    return body
 
 
 async def redeem(
     conn: asyncpg.Connection,
-    keyring: KeyRing,
-    actor: Principal,
+    terminal: Terminal,
     token: str,
-    store_id: UUID | None,
-    now: datetime,
-    tz: ZoneInfo,
     *,
     idempotency_key: str | None = None,
     request_hash: bytes | None = None,
-    metrics: Metrics | None = None,
 ) -> RedeemOutcome:
-    """Redeem the voucher at the actor's store, exactly once; a fresh refusal is raised as ``Refusal``.
+    """Redeem the voucher at the terminal's store, exactly once; a fresh refusal is raised as ``Refusal``.
 
     With ``idempotency_key`` (and ``request_hash`` from :func:`request_fingerprint`), the first outcome for that
     key at this merchant -- the redemption or its refusal -- is kept for 24 hours and returned again, with
     ``replayed=True``, to a request with the same hash; another hash raises ``KeyReused`` (422). A request
     arriving while the key's first request is still deciding waits for it, then replays it."""
-    store = await resolve_store(conn, actor, store_id)
+    if idempotency_key is not None and request_hash is None:
+        raise ValueError("an idempotency key needs the request's hash")
     started = time.perf_counter()
-    outcome_label = None
+    label = None
     try:
-        if idempotency_key is None:
-            async with conn.transaction(isolation=counters.ISOLATION):
-                body = await _redeem(conn, keyring, actor, store, token, now, tz)
-            outcome = RedeemOutcome(201, body, replayed=False)
-        else:
-            if request_hash is None:
-                raise ValueError("an idempotency key needs the request's hash")
-            outcome = await _redeem_once(
-                conn, keyring, actor, store, token, now, tz, idempotency_key, request_hash
-            )
-        outcome_label = "replayed" if outcome.replayed else "redeemed"
-        return outcome
-    except Refusal as refusal:
-        outcome_label = refusal.code
-        raise
-    except KeyReused:
-        outcome_label = "idempotency_key_reused"
-        raise
+        status, code, body, replayed = await _decide(conn, terminal, token, idempotency_key, request_hash, scan=False)
+        if replayed:
+            label = "replayed"
+            return RedeemOutcome(status, _replayed_body(status, body), replayed=True)
+        if code is not None:
+            error = _error(code)
+            # Only decisions are counted: a request refused for its session, rate or store is not one.
+            if isinstance(error, (Refusal, KeyReused)):
+                label = code
+            raise error
+        label = "redeemed"
+        return RedeemOutcome(201, body, replayed=False)
     finally:
-        # Only decisions are counted: a request refused for its store or lost to the database is not one.
-        if metrics is not None and outcome_label is not None:
-            metrics.redemptions.labels(outcome_label).inc()
-            metrics.redemption_latency.observe(time.perf_counter() - started)
+        if terminal.metrics is not None and label is not None:
+            terminal.metrics.redemptions.labels(label).inc()
+            terminal.metrics.redemption_latency.observe(time.perf_counter() - started)
 
 
-async def _redeem_once(
+async def _decide(
     conn: asyncpg.Connection,
-    keyring: KeyRing,
-    actor: Principal,
-    store: UUID,
+    terminal: Terminal,
     token: str,
-    now: datetime,
-    tz: ZoneInfo,
-    key: str,
-    request_hash: bytes,
-) -> RedeemOutcome:
-    # The key's row is claimed first in the transaction, so a concurrent request with the same key waits on it
-    # and then replays. Refusals are kept too (Stripe's rule: one key, one outcome); the savepoint lets the key
-    # row survive while the redemption and its counters roll back.
-    merchant_id = UUID(actor.merchant_id)
-    refused: Refusal | None = None
-    async with conn.transaction(isolation=counters.ISOLATION):
-        stored = await idempotency.claim(conn, merchant_id, key, request_hash, now)
-        if stored is not None:
-            if stored.request_hash != request_hash:
-                raise KeyReused()
-            return RedeemOutcome(stored.status, stored.body, replayed=True)
-        try:
-            async with conn.transaction():
-                body = await _redeem(conn, keyring, actor, store, token, now, tz)
-        except Refusal as refusal:
-            refused = refusal
-            await idempotency.record(conn, merchant_id, key, refusal.status, refusal.body())
-        else:
-            await idempotency.record(conn, merchant_id, key, 201, body)
-            return RedeemOutcome(201, body, replayed=False)
-    assert refused is not None
-    raise refused
-
-
-async def _redeem(
-    conn: asyncpg.Connection,
-    keyring: KeyRing,
-    actor: Principal,
-    store_id: UUID,
-    token: str,
-    now: datetime,
-    tz: ZoneInfo,
-) -> dict[str, Any]:
-    """The redemption itself; the caller holds the transaction, which a refusal rolls back."""
-    claims = checks.verify_token(keyring, token)
-    merchant_id = UUID(actor.merchant_id)
-    year, month = quota_period(now, tz)
-    facts = await checks.facts(conn, claims.jti, merchant_id, year, month)
-    # Counters are read here only to refuse early; the conditional updates below are what actually decide.
-    checks.refuse_if_any(facts, claims, now, tz)
-    redemption_id = await counters.insert_redemption(
-        conn, facts, merchant_id, store_id, UUID(actor.id), now, year, month
+    key: str | None,
+    request_hash: bytes | None,
+    *,
+    scan: bool,
+) -> tuple[int, str | None, Any, bool]:
+    actor = terminal.actor
+    if actor.role not in ("manager", "cashier") or not actor.merchant_id:
+        raise Forbidden()
+    voucher_id, deadline = verified_voucher(terminal.keyring, token)
+    at = period(terminal.now, terminal.tz)
+    row = await conn.fetchrow(
+        DECIDE,
+        UUID(actor.id),
+        actor.username or f"{actor.role}:{actor.id}",
+        actor.role,
+        actor.session_generation,
+        UUID(actor.merchant_id),
+        UUID(actor.store_id) if actor.store_id else None,
+        terminal.store_id,
+        voucher_id,
+        deadline,
+        EXPIRY_LEEWAY,
+        terminal.now,
+        at.year,
+        at.month,
+        at.today,
+        terminal.rate_limit_per_minute,
+        key,
+        request_hash,
+        IDEMPOTENCY_WINDOW,
+        scan,
     )
-    await counters.audit_redemption(conn, actor, redemption_id, facts, merchant_id, store_id, now, year, month)
-    # Counters last: every terminal of a merchant shares its capacity row, whose lock is then held only from
-    # this update to the commit.
-    used, merchant_used = await counters.take(conn, facts, merchant_id, year, month)
-    return {
-        "id": redemption_id,
-        "status": "redeemed",
-        "voucher_id": facts["voucher_id"],
-        "perk": facts["perk_code"],
-        "client": checks.client_view(facts["client_name"], facts["tier_code"]),
-        "merchant_id": merchant_id,
-        "store_id": store_id,
-        "redeemed_at": now,
-        "client_remaining": counters.remaining(facts["yearly_quota"], used),
-        "merchant_remaining": counters.remaining(facts["yearly_capacity"], merchant_used),
+    return row["status"], row["code"], row["body"], row["replayed"]
+
+
+def _error(code: str) -> ApiError:
+    """The error a decision's code stands for."""
+    if code in Refusal.STATUS:
+        return Refusal(code)
+    if code in STORE_PROBLEMS:
+        return BadRequest({"store_id": STORE_PROBLEMS[code]})
+    errors: dict[str, ApiError] = {
+        "unauthorized": Unauthorized(),
+        "too_many_attempts": TooManyAttempts(message=RATE_MESSAGE),
+        "forbidden": Forbidden(),
+        "not_found": NotFound(),
+        "idempotency_key_reused": KeyReused(),
     }
+    return errors[code]
+
+
+def _replayed_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    # A refusal is kept as its code alone; told again, it is the same error body as the first time.
+    error = body.get("error") if status != 201 else None
+    if isinstance(error, dict) and "message" not in error:
+        return Refusal(error["code"]).body()
+    return body

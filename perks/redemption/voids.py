@@ -1,4 +1,13 @@
-"""Voiding a redemption: the quota and capacity come back, the voucher stays spent."""
+"""Voiding a redemption: the use comes back where it was taken, the voucher stays spent.
+
+Decided in one round trip by the server-side function ``perks_void`` (migration 0009): the redemption's row is
+locked, the rules below applied, the use given back (to its grant, or to the tier's yearly and monthly counters)
+with one unit of the merchant's capacity, and the audit entry and the ``redemption.voided`` event written.
+
+- The bank (admin, operator, the command line) may void any redemption at any time.
+- A merchant's manager may void its own merchant's redemptions within 24 hours, unless the merchant is
+  suspended (403 ``merchant_suspended``): a suspended partner can no longer give itself capacity back.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +17,20 @@ from uuid import UUID
 
 import asyncpg
 
-from perks.audit import service as audit
-from perks.core.auth import Principal, ensure_merchant_scope
+from perks.core.auth import Principal
 from perks.core.errors import ApiError, Forbidden, NotFound
-from perks.redemption import counters
-from perks.redemption.queries import redemption_view
 
 # How long a merchant's manager may take back its own redemption; the bank's staff may at any time.
 VOID_WINDOW = timedelta(hours=24)
 BANK_VOIDERS = frozenset({"admin", "operator", "system"})
 
-# The redemption's row is locked first, then its counters in the order redeeming takes them.
-SELECT_FOR_VOID = """
-SELECT r.id, r.status, r.voucher_id, r.client_id, r.perk_code, r.tier_code, c.name AS client_name,
-       r.merchant_id, r.store_id, r.redeemed_at, r.voided_at, r.void_reason, r.quota_year, r.quota_month
-FROM redemptions r JOIN clients c ON c.id = r.client_id
-WHERE r.id = $1
-FOR UPDATE OF r
-"""
-MARK_VOIDED = """
-UPDATE redemptions SET status = 'voided', voided_at = $2, voided_by = $3, void_reason = $4
-WHERE id = $1
-"""
+VOID = "SELECT code, body FROM perks_void($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+ERRORS = {
+    "not_found": lambda: NotFound(),
+    "merchant_suspended": lambda: ApiError("merchant_suspended", status=403),
+    "already_voided": lambda: ApiError("already_voided", status=409),
+    "void_window_closed": lambda: ApiError("void_window_closed", status=409),
+}
 
 
 async def void(
@@ -42,23 +43,21 @@ async def void(
     as_bank: bool,
 ) -> dict[str, Any]:
     """Void a redemption at ``now``: as the bank (admin, operator) any time, else as its merchant's manager
-    within 24 hours. Gives back the client's quota and cap and the merchant's capacity; audited."""
+    within 24 hours and while the merchant is active. Gives the use and the capacity back; audited."""
     if (as_bank and actor.role not in BANK_VOIDERS) or (not as_bank and actor.role != "manager"):
         raise Forbidden()
-    async with conn.transaction(isolation=counters.ISOLATION):
-        row = await conn.fetchrow(SELECT_FOR_VOID, redemption_id)
-        if row is None:
-            raise NotFound()
-        if not as_bank:
-            ensure_merchant_scope(actor, row["merchant_id"])
-        if row["status"] == "voided":
-            raise ApiError("already_voided", status=409)
-        if not as_bank and now - row["redeemed_at"] > VOID_WINDOW:
-            raise ApiError("void_window_closed", status=409)
-        voided_by = UUID(actor.id) if actor.role != "system" and actor.id else None
-        await conn.execute(MARK_VOIDED, redemption_id, now, voided_by, reason)
-        await counters.give_back(conn, row)
-        before = redemption_view(row)
-        after = before | {"status": "voided", "voided_at": now, "void_reason": reason}
-        await audit.record(conn, actor, "redemption.void", "redemption", redemption_id, before, after)
-    return after
+    row = await conn.fetchrow(
+        VOID,
+        redemption_id,
+        UUID(actor.id) if actor.id else None,
+        actor.username or f"{actor.role}:{actor.id}",
+        actor.role,
+        UUID(actor.merchant_id) if actor.merchant_id else None,
+        as_bank,
+        reason,
+        now,
+        VOID_WINDOW,
+    )
+    if row["code"] is not None:
+        raise ERRORS[row["code"]]()
+    return row["body"]

@@ -56,10 +56,16 @@ class EntitlementsQuery(Query):
     year: int | None = Field(None, ge=1000, le=9999, description="A quota year (default: the current one).")
 
 
+class GrantLeft(BaseModel):
+    id: str
+    remaining: int = Field(ge=1, description="Uses of the grant left.")
+    expires_on: date = Field(description="Usable until the end of this day, in the bank's time zone.")
+
+
 class EntitlementView(BaseModel):
     perk: str
     name: str
-    yearly_quota: int | None = Field(description="Uses a year; null: unlimited.")
+    yearly_quota: int | None = Field(description="Uses a year; null: unlimited; 0 for a perk held through grants only.")
     used: int
     remaining: int | None = Field(description="Uses left this year (never below 0); null: unlimited.")
     monthly_cap: int | None
@@ -68,6 +74,10 @@ class EntitlementView(BaseModel):
     available_from: date | None = Field(
         description="For a birthday perk: the first day of the birthday month under way or next to come "
         "(usable until that month ends); null otherwise, or when the bank has no birthday for the client."
+    )
+    grants: list[GrantLeft] = Field(
+        description="Active, unexpired grants for the perk with uses left, soonest expiring first (the order "
+        "redeeming draws on them, once the tier's quota or monthly cap is used up); [] when none."
     )
 
 
@@ -79,7 +89,10 @@ class Entitlements(BaseModel):
 @routes.get("/api/v1/me/entitlements")
 @endpoint(roles=CLIENT, query=EntitlementsQuery, response=Entitlements, errors=("not_found",), tag="client")
 async def my_entitlements(request: web.Request, query: EntitlementsQuery) -> web.Response:
-    """The perks the client's tier grants now, with use in a quota year.
+    """The perks the client holds now, through its tier or through grants, with use in a quota year.
+
+    A tier's entitlement that requires a tag is listed only when the client has that tag. A perk the client holds
+    only through grants is listed too (`yearly_quota` and `remaining` 0).
 
     Quota years and months are calendar years and months in the bank's time zone. A tier change takes effect at
     once: `remaining` is the new tier's quota less this year's use, never below 0. `used_this_month` counts use in

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -48,24 +48,22 @@ async def client_profile(conn: asyncpg.Connection, client_id: UUID) -> dict[str,
 async def client_entitlements(
     conn: asyncpg.Connection, client_id: UUID, year: int | None, now: datetime, tz: ZoneInfo
 ) -> dict[str, Any]:
-    """``/me/entitlements``: what the client's tier grants now, with use in ``year`` (default: the current quota year).
+    """``/me/entitlements``: what the client holds now (tier and grants), with use in ``year`` (default: the
+    current quota year).
 
     ``used_this_month`` is use in the current quota month, which lies in the current quota year only: for any
     other year it is 0, and the monthly cap bounds nothing there."""
     client = await conn.fetchrow(SELECT_BIRTHDAY, client_id)
     if client is None:
         raise NotFound()
-    current_year, current_month = quotas.quota_period(now, tz)
-    wanted = current_year if year is None else year
-    # Month 0 matches no counter row (months are 1..12): another year has no "this month".
-    month = current_month if wanted == current_year else 0
-    granted = await quotas.entitlements(conn, client_id, wanted, month)
+    today = quotas.period(now, tz)
+    wanted = today.year if year is None else year
     items = []
-    for entitlement in granted:
+    for entitlement in await quotas.entitlements(conn, client_id, today.of_year(wanted)):
         item = entitlement.view()
         item["birthday_only"] = entitlement.birthday_only
         item["available_from"] = (
-            birthday_window(client["birthday"], current_year, current_month) if entitlement.birthday_only else None
+            quotas.birthday_window(client["birthday"], today.year, today.month) if entitlement.birthday_only else None
         )
         items.append(item)
     return {"year": wanted, "items": items}
@@ -74,28 +72,7 @@ async def client_entitlements(
 SELECT_BIRTHDAY = "SELECT birthday FROM clients WHERE id = $1"
 
 
-
-def birthday_window(birthday: date | None, year: int, month: int) -> date | None:
-    """The first day of the birthday month now under way or next to come (bank time zone); None without a birthday.
-
-    A birthday perk can be used from that day to the end of that month."""
-    if birthday is None:
-        return None
-    if birthday.month >= month:
-        return date(year, birthday.month, 1)
-    return date(year + 1, birthday.month, 1)
-
-
-def in_birthday_month(birthday: date | None, month: int) -> bool:
-    """Whether ``month`` (in the bank's time zone) is the client's birthday month; 29 February counts as February."""
-    return birthday is not None and birthday.month == month
-
-
-SELECT_CLIENT_FOR_VOUCHER = """
-SELECT c.status, c.birthday, p.voucher_ttl_seconds
-FROM clients c LEFT JOIN perks p ON p.code = $2
-WHERE c.id = $1
-"""
+SELECT_PERK_TTL = "SELECT voucher_ttl_seconds FROM perks WHERE code = $1"
 INSERT_VOUCHER = """
 INSERT INTO vouchers (id, client_id, perk_code, kid, token, issued_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -107,26 +84,20 @@ async def issue_voucher(
 ) -> dict[str, Any]:
     """Sign a voucher for ``perk``, superseding the client's previous one for it; the 201 body of POST /me/vouchers.
 
-    Refusals, first that applies: client_blocked, not_entitled (no entitlement for the tier now, an unknown perk,
-    or a birthday perk outside the birthday month), quota_exhausted, monthly_cap_reached."""
+    Refusals are the quota decision's (:mod:`perks.quotas`), first that applies: client_blocked, not_entitled (no
+    entitlement for the tier now, an unknown perk, or a birthday perk outside the birthday month, and no grant),
+    quota_exhausted, monthly_cap_reached; a grant with a use left allows a voucher beyond the tier's quota."""
     async with conn.transaction():
-        client = await conn.fetchrow(SELECT_CLIENT_FOR_VOUCHER, client_id, perk)
-        if client is None:
+        decided = await quotas.decision(conn, client_id, perk, quotas.period(now, tz))
+        if decided is None:
             raise NotFound()
-        if client["status"] == "blocked":
-            raise Refusal("client_blocked")
-        year, month = quotas.quota_period(now, tz)
-        granted = await quotas.entitlement(conn, client_id, perk, year, month)
-        if granted is None or (granted.birthday_only and not in_birthday_month(client["birthday"], month)):
-            raise Refusal("not_entitled")
-        if granted.remaining == 0:
-            raise Refusal("quota_exhausted")
-        if granted.month_remaining == 0:
-            raise Refusal("monthly_cap_reached")
+        if decided.refusal is not None:
+            raise Refusal(decided.refusal)
+        ttl = await conn.fetchval(SELECT_PERK_TTL, perk)
 
         voucher_id = new_voucher_id()
         issued = int(now.timestamp())
-        expires = issued + client["voucher_ttl_seconds"]
+        expires = issued + ttl
         token, kid = keyring.sign(voucher_id, issued, expires)
         issued_at = datetime.fromtimestamp(issued, timezone.utc)
         expires_at = datetime.fromtimestamp(expires, timezone.utc)
