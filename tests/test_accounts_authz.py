@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -49,6 +50,8 @@ async def world(api) -> dict[str, Any]:
         "merchant_id": a["merchant"], "store_id": a["store"], "client_id": client_a["id"], "tier": a["tier"],
         "perk": a["perk"], "voucher_id": voucher["id"], "redemption_id": redemption["id"], "month": month,
         "source": "card_spend", "user_id": cashier_a["id"],
+        # Bank-side objects only: every merchant user and client is refused by role before the id is read.
+        "grant_id": str(uuid4()), "webhook_id": str(uuid4()), "delivery_id": str(uuid4()),
     }
     outsiders = {
         "admin": await api.staff("admin"), "operator": await api.staff("operator"),
