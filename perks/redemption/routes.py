@@ -131,6 +131,7 @@ def _context(request: web.Request) -> tuple[datetime, ZoneInfo]:
     response=ScanResult,
     errors=(*REFUSALS, *STORE_ERRORS, "too_many_attempts"),
     tag="redeeming",
+    session_check=False,  # perks_redeem checks the session's generation in the same round trip
 )
 async def scan(request: web.Request, body: ScanRequest) -> web.Response:
     """Check a voucher as redeeming would, consuming nothing.
@@ -156,6 +157,7 @@ async def scan(request: web.Request, body: ScanRequest) -> web.Response:
         "24 hours returns the first response again, with the header `Idempotent-Replayed: true`."
     },
     tag="redeeming",
+    session_check=False,  # perks_redeem checks the session's generation in the same round trip
 )
 async def redeem(request: web.Request, body: RedeemRequest) -> web.Response:
     """Redeem a voucher, exactly once.
