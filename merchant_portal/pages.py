@@ -17,7 +17,7 @@ from yarl import URL
 from merchant_portal import security
 from merchant_portal.i18n import error_text, language_of, remember_language, translator
 from perks.core.auth import Principal
-from perks.core.db import UNAVAILABLE_ERRORS
+from perks.core.db import is_database_unavailable
 from perks.core.errors import ApiError
 from perks.core.middleware import HTTP_CODES
 
@@ -164,14 +164,12 @@ async def html_errors(request: web.Request, handler):  # type: ignore[no-untyped
         if exc.status < 400 or wants_json(request):
             raise
         return error_page(request, HTTP_CODES.get(exc.status, "bad_request"), exc.status)
-    except UNAVAILABLE_ERRORS as exc:
+    except Exception as exc:
         if wants_json(request):
             raise
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return error_page(request, "database_unavailable", 503)
-    except Exception:
-        if wants_json(request):
-            raise
+        if is_database_unavailable(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_page(request, "database_unavailable", 503)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_page(request, "internal_error", 500)
 

@@ -13,7 +13,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from perks.core.appkeys import CLOCK, POOL
-from perks.core.db import UNAVAILABLE_ERRORS
+from perks.core.db import is_database_unavailable
 from perks.redemption.idempotency import purge_expired
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,11 @@ async def _loop(app: web.Application) -> None:
         await asyncio.sleep(EVERY_SECONDS)
         try:
             await sweep(app)
-        except UNAVAILABLE_ERRORS:
-            log.warning("housekeeping skipped: the database is unavailable")
-        except Exception:
-            log.exception("housekeeping failed")
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                log.warning("housekeeping skipped: the database is unavailable")
+            else:
+                log.exception("housekeeping failed")
 
 
 async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
