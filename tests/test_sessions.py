@@ -191,3 +191,30 @@ async def test_wallet_links_use_the_configured_public_url_never_the_request_head
     )
     assert URL(link["url"]).with_fragment(None) == URL("https://perks.bank.example/app/wallet/open")
     assert "evil" not in link["url"]
+
+
+# ---- the opt-out flag ------------------------------------------------------------------------------------------
+
+async def test_a_route_may_fold_the_session_check_into_its_own_statement(config, clock, db, aiohttp_client):
+    from aiohttp import web
+
+    from perks.core.endpoint import endpoint
+
+    @endpoint(roles={"auditor"}, session_check=False)
+    async def unchecked(request: web.Request) -> web.Response:
+        """A route that would check the generation itself (the redemption routes do, in their first statement)."""
+        return web.json_response({"ok": True})
+
+    @endpoint(roles={"auditor"})
+    async def checked(request: web.Request) -> web.Response:
+        """The default."""
+        return web.json_response({"ok": True})
+
+    app = create_app(config, clock=clock)
+    app.router.add_get("/test/unchecked", unchecked)
+    app.router.add_get("/test/checked", checked)
+    api = Api(await aiohttp_client(app), db)
+    token = await api.staff("auditor")
+    assert (await api.call("POST", "/api/v1/auth/logout", token))[0] == 204
+    assert (await api.call("GET", "/test/checked", token))[0] == 401
+    assert (await api.call("GET", "/test/unchecked", token)) == (200, {"ok": True})

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timedelta, timezone
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from perks.core.appkeys import KEYRING
+from perks.core.errors import ApiError
+from perks.vouchers.service import issue_voucher
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ME = "/api/v1/me"
@@ -224,19 +227,32 @@ async def test_a_new_voucher_supersedes_the_previous_one(api, client, db):
     assert client.app[KEYRING].verify(first["token"]).jti == first["id"]
 
 
-async def test_a_blocked_client_is_refused_first(api):
-    client, token, _ = await api.entitled_client()
-    await api.ok("PATCH", f"/api/v1/clients/{client['id']}", await api.staff("operator"), json={"status": "blocked"})
-    # Blocked comes before not entitled (an unknown perk), per the contract's order.
+async def _blocked_issue(client, db, config, holder: dict, perk: str) -> ApiError:
+    """The refusal of the issuing rule itself for a blocked client (a block landing between a request's session
+    check and its issue): through the API, v1.1 ends a blocked client's sessions at once (401)."""
+    with pytest.raises(ApiError) as refused:
+        now = datetime.now(timezone.utc)
+        await issue_voucher(db, client.app[KEYRING], UUID(holder["id"]), perk, now, config.timezone)
+    return refused.value
+
+
+async def test_a_blocked_client_is_refused_first(api, client, db, config):
+    holder, token, _ = await api.entitled_client()
+    await api.ok("PATCH", f"/api/v1/clients/{holder['id']}", await api.staff("operator"), json={"status": "blocked"})
     status, body = await api.call("POST", VOUCHERS, token, json={"perk": "no_such_perk"})
-    assert (status, body["error"]["code"]) == (403, "client_blocked")
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    # Blocked comes before not entitled (an unknown perk), per the contract's order.
+    refused = await _blocked_issue(client, db, config, holder, "no_such_perk")
+    assert (refused.status, refused.code) == (403, "client_blocked")
 
 
-async def test_a_blocked_client_cannot_take_an_entitled_perk(api):
-    client, token, perk = await api.entitled_client()
-    await api.ok("PATCH", f"/api/v1/clients/{client['id']}", await api.staff("operator"), json={"status": "blocked"})
+async def test_a_blocked_client_cannot_take_an_entitled_perk(api, client, db, config):
+    holder, token, perk = await api.entitled_client()
+    await api.ok("PATCH", f"/api/v1/clients/{holder['id']}", await api.staff("operator"), json={"status": "blocked"})
     status, body = await api.call("POST", VOUCHERS, token, json={"perk": perk["code"]})
-    assert (status, body["error"]["code"]) == (403, "client_blocked")
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    refused = await _blocked_issue(client, db, config, holder, perk["code"])
+    assert (refused.status, refused.code) == (403, "client_blocked")
 
 
 async def test_not_entitled(api):
