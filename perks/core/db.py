@@ -153,9 +153,18 @@ async def create_pool(url: str, max_size: int = 20) -> asyncpg.Pool:
         record_class=asyncpg.Record,
         timeout=CONNECT_TIMEOUT_SECONDS,
         command_timeout=COMMAND_TIMEOUT_SECONDS,
+        reset=_keep_session,
     )
     await pool
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (UNLISTEN, RESET ALL, advisory unlocks): one round trip less per request.
+
+    Safe because pooled connections never take session state: nothing SETs a session variable, LISTENs or takes a
+    session-level advisory lock on them (the key ring's and the dispatcher's listeners, and the migrator's lock,
+    have connections of their own). asyncpg still rolls back a transaction left open before this runs."""
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
