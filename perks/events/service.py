@@ -2,7 +2,7 @@
 
 Order. Ids are assigned before commit, so a lower id may commit after a higher one: a reader that moved past the
 higher one by id would never see the lower. Every event whose writing transaction (``tx``) is older than the oldest
-transaction still running is final, and nothing can join that set behind it. Readers therefore see only those
+transaction still running (in this database) is final, and nothing can join that set behind it. Readers therefore see only those
 events, in ``(tx, id)`` order; within a transaction that is id order, and an event caused by another (written by a
 transaction that began after the first committed) always comes after it."""
 
@@ -29,9 +29,20 @@ CHANNEL = "perks_events"
 
 INSERT_EVENT = "INSERT INTO events (type, occurred_at, data) VALUES ($1, $2, $3::jsonb) RETURNING id"
 NOTIFY_EVENT = "SELECT pg_notify($1, $2)"
+# The oldest transaction that may still commit an event here: the oldest running at this statement's snapshot,
+# leaving out those known to run in another database of the server (they cannot write to this one; one that has
+# ended meanwhile stays in, to be safe). Every event whose `tx` is below it is final.
+HORIZON = """horizon AS (
+    SELECT LEAST(pg_snapshot_xmax(snap), (
+               SELECT min(x) FROM pg_snapshot_xip(snap) AS x
+               WHERE xid(x) NOT IN (SELECT backend_xid FROM pg_stat_activity
+                                    WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL)
+           )) AS xmin
+    FROM (SELECT pg_current_snapshot() AS snap) AS now_running
+)"""
 # $1: the event to read after (0: from the start), $2: types (NULL: all), $3: limit.
 SELECT_EVENTS = """
-WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+WITH """ + HORIZON + """,
      start AS (SELECT COALESCE((SELECT tx FROM events WHERE id = $1), '0'::xid8) AS tx)
 SELECT e.id, e.type, e.occurred_at, e.data, e.tx
 FROM events e, horizon, start

@@ -29,7 +29,7 @@ from perks.core.appkeys import CONFIG, POOL
 from perks.core.config import Config
 from perks.core.db import UNAVAILABLE_ERRORS, init_connection, resolve_database_url
 from perks.core.jsonutil import dumps
-from perks.events.service import CHANNEL, event_view
+from perks.events.service import CHANNEL, HORIZON, event_view
 from perks.webhooks.signing import SecretDecryptionError, decrypt_secret, signature
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ FOR NO KEY UPDATE SKIP LOCKED
 # Takes the next final events after the cursor into deliveries (those of the subscription's types) and answers the
 # last event looked at, which becomes the new cursor.
 TAKE_EVENTS = """
-WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+WITH """ + HORIZON + """,
      taken AS (
          SELECT e.id, e.tx, e.type FROM events e, horizon
          WHERE e.tx < horizon.xmin AND (e.tx, e.id) > ($2::xid8, $3::bigint)

@@ -14,7 +14,7 @@ from perks.core.auth import Principal
 from perks.core.errors import Conflict, NotFound
 from perks.core.pagination import time_id_after
 from perks.core.updates import changed_fields
-from perks.events.service import CHANNEL
+from perks.events.service import CHANNEL, HORIZON
 from perks.webhooks.signing import encrypt_secret, new_secret
 
 WEBHOOK_FIELDS = frozenset({"url", "event_types", "description", "status"})
@@ -22,7 +22,8 @@ COLUMNS = "id, url, event_types, description, status, created_at, updated_at"
 
 # Where a new subscription starts: after the last final event, so it hears of what happens from now on.
 SELECT_LAST_FINAL_EVENT = """
-SELECT tx, id FROM events WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx DESC, id DESC LIMIT 1
+WITH """ + HORIZON + """
+SELECT tx, id FROM events, horizon WHERE tx < horizon.xmin ORDER BY tx DESC, id DESC LIMIT 1
 """
 INSERT_WEBHOOK = f"""
 INSERT INTO webhooks (id, url, event_types, description, secret_encrypted, cursor_tx, cursor_id, created_at,
