@@ -13,6 +13,7 @@ from perks.core.appkeys import CLOCK, CONFIG
 from perks.core.auth import Principal, derive_key
 from perks.core.endpoint import SESSION_TOKENS
 from perks.core.errors import ApiError
+from perks.core.validation import text_problem
 
 # No inline script or style anywhere; the camera's stream is shown through a blob:/mediastream: source.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -87,7 +88,7 @@ def issue_session(request: web.Request, principal: Principal, ttl_seconds: int) 
 def session_principal(request: web.Request, cookie: str, roles: frozenset[str]) -> Principal | None:
     """The principal of the session cookie ``cookie`` if it is valid and of one of ``roles``."""
     token = request.cookies.get(cookie)
-    if not token:
+    if not token or text_problem(token):  # a cookie of undecodable bytes is no session (never a 500)
         return None
     try:
         principal = request.config_dict[SESSION_TOKENS].verify(token, request.config_dict[CLOCK].now())
