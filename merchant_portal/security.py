@@ -14,6 +14,7 @@ from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import Principal, derive_key, session_is_current
 from perks.core.endpoint import SESSION_TOKENS
 from perks.core.errors import ApiError
+from perks.core.validation import text_problem
 
 # No inline script or style anywhere; the camera's stream is shown through a blob:/mediastream: source.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -98,7 +99,7 @@ def session_principal(request: web.Request, cookie: str, roles: frozenset[str]) 
 
 def _cookie_principal(request: web.Request, cookie: str, roles: frozenset[str]) -> Principal | None:
     token = request.cookies.get(cookie)
-    if not token:
+    if not token or text_problem(token):  # a cookie of undecodable bytes is no session (never a 500)
         return None
     try:
         principal = request.config_dict[SESSION_TOKENS].verify(token, request.config_dict[CLOCK].now())

@@ -137,6 +137,13 @@ async def test_nul_and_invalid_utf8_in_a_portal_form_field_are_400(client, db):
     assert await counts(db) == before
 
 
+async def test_a_session_cookie_of_invalid_utf8_is_no_session(client):
+    for path, cookie, expected in ((b"/wallet/", b"perks_wallet", 401), (b"/portal/scan", b"perks_portal", 303)):
+        head = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + b"=ab\xe9\xff\r\n"
+        status, _, _ = await raw_http(client, head)
+        assert status == expected, path
+
+
 @pytest.mark.parametrize(
     ("content_type", "data"),
     [

@@ -147,7 +147,7 @@ class StoreCreate(Body):
 
 
 class StoreUpdate(Body):
-    name: Name | None = None
+    name: Name = None  # left out: unchanged; null refused
     address: Address | None = Field(None, description="`null` clears it")
 
 

@@ -153,8 +153,12 @@ async def scan(request: web.Request, body: ScanRequest) -> web.Response:
     status=201,
     errors=(*REFUSALS, *STORE_ERRORS, "idempotency_key_reused", "too_many_attempts"),
     headers={
-        KEY_HEADER: "Optional, 1 to 255 characters: the same key with the same body from the same merchant within "
-        "24 hours returns the first response again, with the header `Idempotent-Replayed: true`."
+        KEY_HEADER: (
+            "Optional, 1 to 255 characters: the same key with the same body from the same merchant within "
+            "24 hours returns the first response again, with the header `Idempotent-Replayed: true`.",
+            # Printable ASCII is what any client can send in a header; other valid UTF-8 is taken too.
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+        )
     },
     tag="redeeming",
     session_check=False,  # perks_redeem checks the session's generation in the same round trip
