@@ -1,0 +1,5 @@
+"""Console pages (being built)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

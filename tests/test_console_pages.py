@@ -1,0 +1,239 @@
+"""The staff console without a browser: logins and roles, every page for each staff role, every form (an auditor's
+POST refused, CSRF refused, another session's form refused), validation beside the fields, audited changes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, AsyncIterator
+
+import pytest
+
+from perks.accounts.service import create_user
+from perks.core.auth import SYSTEM
+from tests.support import PASSWORD, unique
+from tests.test_portal_pages import Visitor
+
+STAFF = ("admin", "operator", "auditor")
+
+
+class Staff(Visitor):
+    """A browser logged in to the console (or not yet)."""
+
+    async def login(self, username: str, password: str = PASSWORD):  # type: ignore[override]
+        await self.get("/console/login")
+        return await self.post("/console/login", {"username": username, "password": password})
+
+
+@pytest.fixture
+async def staff(client, db) -> AsyncIterator[Any]:
+    """``await staff(role)``: a new console user of ``role``, logged in, in English unless ``lang`` says."""
+    made: list[Staff] = []
+
+    async def make(role: str, lang: str = "en") -> Staff:
+        username = unique(role)
+        await create_user(db, SYSTEM, username=username, password=PASSWORD, role=role)
+        visitor = Staff(client)
+        made.append(visitor)
+        await visitor.get(f"/console/login?lang={lang}")
+        status, _, response = await visitor.post("/console/login", {"username": username, "password": PASSWORD})
+        assert status == 303 and response.headers["Location"] == "/console/dashboard"
+        visitor.username = username  # type: ignore[attr-defined]
+        return visitor
+
+    yield make
+    for visitor in made:
+        await visitor.close()
+
+
+def field_error(text: str, name: str) -> str | None:
+    found = re.search(rf'class="field-error"[^>]*data-field="{re.escape(name)}">([^<]+)<', text)
+    return found.group(1) if found else None
+
+
+# --- logging in ------------------------------------------------------------------------------------------------
+
+async def test_login_page_is_chinese_by_default_with_strict_headers(client):
+    visitor = Staff(client)
+    try:
+        status, text, response = await visitor.get("/console/login")
+        assert status == 200 and "银行员工登录" in text and '<html lang="zh-CN">' in text
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "<script>" not in text and " style=" not in text
+        status, _, response = await visitor.get("/console/dashboard")
+        assert status == 303 and response.headers["Location"] == "/console/login"
+    finally:
+        await visitor.close()
+
+
+async def test_staff_log_in_see_who_they_are_and_log_out(staff):
+    for role in STAFF:
+        visitor = await staff(role)
+        status, text, _ = await visitor.get("/console/me")
+        assert status == 200 and f'data-role="{role}"' in text and visitor.username in text
+        status, _, response = await visitor.post("/console/logout", {})
+        assert status == 303 and response.headers["Location"] == "/console/login"
+        status, _, _ = await visitor.get("/console/me")
+        assert status == 303
+
+
+async def test_merchant_users_and_wrong_passwords_are_refused_and_throttled(client, api, db):
+    program = await api.program()
+    user, _ = await api.merchant_user(program["merchant"], "manager")
+    visitor = Staff(client)
+    try:
+        status, text, _ = await visitor.login(user["username"])
+        assert status == 403 and "银行员工" in text and visitor.cookie("perks_console") is None
+        username = unique("admin")
+        await create_user(db, SYSTEM, username=username, password=PASSWORD, role="admin")
+        for _ in range(5):
+            status, _, _ = await visitor.login(username, "wrong password!")
+            assert status == 401
+        status, text, _ = await visitor.login(username)
+        assert status == 429 and visitor.cookie("perks_console") is None
+    finally:
+        await visitor.close()
+
+
+async def test_the_portal_session_does_not_open_the_console(client, api):
+    program = await api.program()
+    user, _ = await api.merchant_user(program["merchant"], "manager")
+    visitor = Visitor(client)
+    try:
+        await visitor.login(user["username"])
+        status, _, response = await visitor.get("/console/dashboard")
+        assert status == 303 and response.headers["Location"] == "/console/login"
+    finally:
+        await visitor.close()
+
+
+# --- dashboard and partners ------------------------------------------------------------------------------------
+
+async def test_dashboard_draws_this_years_figures_for_every_staff_role(staff, api):
+    program = await api.program(yearly_quota=3, yearly_capacity=10)
+    member, token = await api.member(program["tier"])
+    voucher = await api.voucher(token, program["perk"])
+    status, body = await api.redeem(program["cashier"], voucher["token"])
+    assert status == 201, body
+    for role in STAFF:
+        visitor = await staff(role, lang="zh-CN" if role == "auditor" else "en")
+        status, text, _ = await visitor.get("/console/dashboard")
+        assert status == 200 and 'id="month-chart"' in text and 'id="capacity-chart"' in text
+        assert re.search(r'data-key="[^"]*:' + program["perk"] + '" data-value="1"', text)
+        assert 'id="quota-table"' in text and 'id="ratings"' in text
+
+
+async def test_partner_list_searches_and_filters_by_status(staff, api):
+    wanted = await api.merchant(name=unique("蓝天洗车"))
+    other = await api.merchant(name=unique("理发"))
+    visitor = await staff("auditor")
+    status, text, _ = await visitor.get(f"/console/partners?q={wanted['name'][:6]}")
+    assert status == 200 and wanted["id"] in text and other["id"] not in text
+    status, text, _ = await visitor.get("/console/partners?status=suspended")
+    assert wanted["id"] not in text
+    assert 'id="merchant-create"' not in text  # an auditor is offered no forms
+
+
+async def test_partner_page_and_every_partner_form(staff, api, db):
+    program = await api.program(yearly_capacity=10, unit_price_fen=1500)
+    merchant = program["merchant"]
+    extra = await api.perk()
+    operator = await staff("operator")
+    status, text, _ = await operator.get(f"/console/partners/{merchant}")
+    assert status == 200 and f'data-perk="{program["perk"]}"' in text and 'id="store-form"' in text
+
+    # Edit an agreement: lower the capacity, keep the price; audited as the API audits it.
+    path = f"/console/partners/{merchant}/agreements"
+    status, _, response = await operator.post(path, {"perk": program["perk"], "existing": "1",
+                                                     "yearly_capacity": "4", "unit_price_fen": "1800"})
+    assert status == 303
+    row = await db.fetchrow("SELECT yearly_capacity, unit_price_fen FROM agreements WHERE perk_code = $1",
+                            program["perk"])
+    assert dict(row) == {"yearly_capacity": 4, "unit_price_fen": 1800}
+    entries = await api.audit_entries(entity_type="agreement")
+    assert entries[0]["actor"]["username"] == operator.username and entries[0]["after"]["yearly_capacity"] == 4
+
+    # Validation beside the field, in the reader's language.
+    status, text, _ = await operator.post(path, {"perk": program["perk"], "existing": "1",
+                                                 "yearly_capacity": "-1", "unit_price_fen": "x"})
+    assert status == 400
+    assert field_error(text, "yearly_capacity") == "Must be at least 0"
+    assert field_error(text, "unit_price_fen") == "Must be a whole number"
+
+    # A new perk for the partner, with no cap.
+    status, _, _ = await operator.post(path, {"perk": extra["code"], "yearly_capacity": "", "unit_price_fen": "900"})
+    assert status == 303
+    assert await db.fetchval("SELECT yearly_capacity IS NULL FROM agreements WHERE perk_code = $1", extra["code"])
+
+    # Store, users, suspend and reactivate.
+    status, _, _ = await operator.post(f"/console/partners/{merchant}/stores", {"name": "南门店", "address": "1 路"})
+    assert status == 303
+    status, text, _ = await operator.post(f"/console/partners/{merchant}/stores", {"name": "", "address": ""})
+    assert status == 400 and field_error(text, "name")
+    store = await db.fetchval("SELECT id::text FROM stores WHERE name = '南门店'")
+    username = unique("cashier")
+    status, _, _ = await operator.post(f"/console/partners/{merchant}/users", {
+        "username": username, "password": PASSWORD, "role": "cashier", "store_id": store})
+    assert status == 303
+    assert await db.fetchval("SELECT store_id::text FROM users WHERE username = $1", username) == store
+    status, text, _ = await operator.post(f"/console/partners/{merchant}/users", {
+        "username": username, "password": PASSWORD, "role": "manager", "store_id": ""})
+    assert status == 409 and field_error(text, "username") == "Already taken"
+    status, _, _ = await operator.post(f"/console/partners/{merchant}/status", {"status": "suspended"})
+    assert status == 303
+    assert await db.fetchval("SELECT status FROM merchants WHERE id = $1", program["merchant"]) == "suspended"
+    status, text, _ = await operator.get(f"/console/partners/{merchant}?done=suspended")
+    assert 'data-status="suspended"' in text and 'id="reactivate"' in text
+    status, _, _ = await operator.post(f"/console/partners/{merchant}/status", {"status": "active"})
+    assert await db.fetchval("SELECT status FROM merchants WHERE id = $1", program["merchant"]) == "active"
+
+    # A new partner, and a validation error on its form.
+    status, _, response = await operator.post("/console/partners", {"name": "新商户", "category": "car_wash",
+                                                                    "city": "", "contact_phone": ""})
+    assert status == 303 and "/console/partners/" in response.headers["Location"]
+    status, text, _ = await operator.post("/console/partners", {"name": "", "category": "", "contact_phone": "x"})
+    assert status == 400 and field_error(text, "name") and field_error(text, "contact_phone")
+
+
+PARTNER_FORMS = [
+    ("/console/partners", {"name": "x", "category": "y"}),
+    ("/console/partners/{merchant}/status", {"status": "suspended"}),
+    ("/console/partners/{merchant}/agreements", {"perk": "{perk}", "yearly_capacity": "1", "unit_price_fen": "1"}),
+    ("/console/partners/{merchant}/stores", {"name": "s"}),
+    ("/console/partners/{merchant}/users", {"username": "u1", "password": PASSWORD, "role": "manager"}),
+]
+
+
+async def assert_forms_guarded(staff, client, db, forms: list[tuple[str, dict[str, str]]], page: str,
+                               values: dict[str, str], writers: tuple[str, ...] = ("admin", "operator")) -> None:
+    """Each form: refused to an auditor (403), refused without the CSRF token, refused with another session's
+    token, refused without a session; and nothing changed by any of these."""
+    auditor = await staff("auditor")
+    writer = await staff(writers[0])
+    other = await staff(writers[-1] if len(writers) > 1 else writers[0])
+    before = await db.fetchval("SELECT count(*) FROM audit_log")
+    await writer.get(page.format(**values))
+    await other.get(page.format(**values))
+    anonymous = Staff(client)
+    try:
+        for path, data in forms:
+            path = path.format(**values)
+            data = {name: value.format(**values) for name, value in data.items()}
+            await auditor.get(page.format(**values))
+            status, text, _ = await auditor.post(path, data)
+            assert status == 403, (path, status)
+            status, text, _ = await writer.post(path, data, csrf=False)
+            assert status == 403 and 'data-code="csrf"' in text, (path, status)
+            status, text, _ = await writer.post(path, {"csrf": other.csrf} | data, csrf=False)
+            assert status == 403 and 'data-code="csrf"' in text, (path, status)
+            status, _, response = await anonymous.post(path, data, csrf=False)
+            assert status == 303 and response.headers["Location"] == "/console/login", path
+    finally:
+        await anonymous.close()
+    assert await db.fetchval("SELECT count(*) FROM audit_log") == before
+
+
+async def test_partner_forms_are_refused_to_auditors_and_forgeries(staff, client, api, db):
+    program = await api.program()
+    values = {"merchant": program["merchant"], "perk": program["perk"]}
+    await assert_forms_guarded(staff, client, db, PARTNER_FORMS, "/console/partners/{merchant}", values)
