@@ -38,6 +38,7 @@ async def staff(client, db) -> AsyncIterator[Any]:
         status, _, response = await visitor.post("/console/login", {"username": username, "password": PASSWORD})
         assert status == 303 and response.headers["Location"] == "/console/dashboard"
         visitor.username = username  # type: ignore[attr-defined]
+        await visitor.get("/console/me")  # the session's CSRF token, as a page of the console would hold it
         return visitor
 
     yield make
@@ -237,3 +238,98 @@ async def test_partner_forms_are_refused_to_auditors_and_forgeries(staff, client
     program = await api.program()
     values = {"merchant": program["merchant"], "perk": program["perk"]}
     await assert_forms_guarded(staff, client, db, PARTNER_FORMS, "/console/partners/{merchant}", values)
+
+
+# --- programme -------------------------------------------------------------------------------------------------
+
+async def test_tiers_and_perks_added_renamed_reranked_with_conflicts_said_plainly(staff, db):
+    admin = await staff("admin")
+    status, _, _ = await admin.post("/console/programme/tiers", {"code": "gold", "name": "金卡", "rank": "20",
+                                                                 "min_points": "1000"})
+    assert status == 303
+    status, text, _ = await admin.post("/console/programme/tiers", {"code": "gold", "name": "x", "rank": "21",
+                                                                    "min_points": "0"})
+    assert status == 409 and field_error(text, "code") == "Already taken"
+    status, text, _ = await admin.post("/console/programme/tiers", {"code": "Gold!", "name": "", "rank": "a",
+                                                                    "min_points": "-1"})
+    assert status == 400
+    assert field_error(text, "code") == "Lower-case letters, digits and _ only (at most 32)"
+    assert field_error(text, "rank") == "Must be a whole number" and field_error(text, "min_points") == "Must be at least 0"
+    await admin.post("/console/programme/tiers", {"code": "silver", "name": "银卡", "rank": "10", "min_points": "0"})
+    status, text, _ = await admin.post("/console/programme/tiers/silver", {"name": "银卡", "rank": "20", "min_points": "0"})
+    assert status == 409 and field_error(text, "rank") == "Already taken"
+    status, _, _ = await admin.post("/console/programme/tiers/gold", {"name": "金卡 Plus", "rank": "30", "min_points": "2000"})
+    assert status == 303
+    row = await db.fetchrow("SELECT name, rank, min_points FROM tiers WHERE code = 'gold'")
+    assert dict(row) == {"name": "金卡 Plus", "rank": 30, "min_points": 2000}
+
+    status, _, _ = await admin.post("/console/programme/perks", {"code": "wash", "name": "洗车", "category": "car_wash",
+                                                                 "voucher_ttl_seconds": "300"})
+    assert status == 303
+    status, text, _ = await admin.post("/console/programme/perks/wash", {"name": "洗车", "category": "car_wash",
+                                                                          "voucher_ttl_seconds": "5", "birthday_only": "1"})
+    assert status == 400 and field_error(text, "voucher_ttl_seconds") == "Must be at least 30"
+    status, _, _ = await admin.post("/console/programme/perks/wash", {"name": "精致洗车", "category": "car_wash",
+                                                                       "voucher_ttl_seconds": "600", "birthday_only": "1"})
+    row = await db.fetchrow("SELECT name, voucher_ttl_seconds, birthday_only FROM perks WHERE code = 'wash'")
+    assert dict(row) == {"name": "精致洗车", "voucher_ttl_seconds": 600, "birthday_only": True}
+    actions = [entry["action"] for entry in await admin_audit(db)]
+    assert {"tier.create", "tier.update", "perk.create", "perk.update"} <= set(actions)
+
+
+async def admin_audit(db) -> list[dict[str, Any]]:
+    return [dict(row) for row in await db.fetch("SELECT action, actor_username FROM audit_log ORDER BY id")]
+
+
+async def test_the_matrix_grants_replaces_and_withdraws_in_one_form(staff, api, db):
+    tier = await api.tier()
+    wash, cut = await api.perk(), await api.perk()
+    await api.entitle(tier["code"], wash["code"], 5, None)
+    await api.entitle(tier["code"], cut["code"], None, 2)
+    operator = await staff("operator")
+    status, text, _ = await operator.get("/console/programme")
+    assert status == 200
+    q = lambda perk: f"yearly_quota.{tier['code']}.{perk}"  # noqa: E731
+    c = lambda perk: f"monthly_cap.{tier['code']}.{perk}"  # noqa: E731
+    assert f'name="{q(wash["code"])}" value="5"' in text and f'name="{q(cut["code"])}" value="*"' in text
+    assert f'name="{c(cut["code"])}" value="2"' in text
+    # Bad cells: nothing at all is saved, each problem beside its cell.
+    form = {q(wash["code"]): "x", c(wash["code"]): "", q(cut["code"]): "3", c(cut["code"]): "0"}
+    status, text, _ = await operator.post("/console/programme/matrix", form)
+    assert status == 400
+    assert field_error(text, q(wash["code"])) == "Must be a whole number"
+    assert field_error(text, c(cut["code"])) == "Must be at least 1"
+    # Wash becomes unlimited with a monthly cap; cut is withdrawn.
+    form = {q(wash["code"]): "*", c(wash["code"]): "1", q(cut["code"]): "", c(cut["code"]): ""}
+    status, _, _ = await operator.post("/console/programme/matrix", form)
+    assert status == 303
+    rows = await db.fetch("SELECT perk_code, yearly_quota, monthly_cap FROM entitlements WHERE tier_code = $1",
+                          tier["code"])
+    assert [dict(row) for row in rows] == [{"perk_code": wash["code"], "yearly_quota": None, "monthly_cap": 1}]
+    actions = [row["action"] for row in await db.fetch("SELECT action FROM audit_log WHERE entity_type = 'entitlement' ORDER BY id")]
+    assert actions[-2:] == ["entitlement.put", "entitlement.delete"] or sorted(actions[-2:]) == ["entitlement.delete", "entitlement.put"]
+
+
+async def test_points_rules_are_set_in_the_console(staff, db):
+    admin = await staff("admin")
+    status, _, _ = await admin.post("/console/programme/rules", {"source": "deposit", "points_per_yuan": "1.5"})
+    assert status == 303
+    assert str(await db.fetchval("SELECT points_per_yuan FROM points_rules WHERE source = 'deposit'")) == "1.5000"
+    status, text, _ = await admin.post("/console/programme/rules", {"source": "Bad", "points_per_yuan": "x"})
+    assert status == 400 and field_error(text, "source") and field_error(text, "points_per_yuan")
+
+
+PROGRAMME_FORMS = [
+    ("/console/programme/tiers", {"code": "t1", "name": "x", "rank": "1", "min_points": "0"}),
+    ("/console/programme/tiers/{tier}", {"name": "x", "rank": "5", "min_points": "0"}),
+    ("/console/programme/perks", {"code": "p1", "name": "x", "category": "y", "voucher_ttl_seconds": "300"}),
+    ("/console/programme/perks/{perk}", {"name": "x", "category": "y", "voucher_ttl_seconds": "300"}),
+    ("/console/programme/matrix", {}),
+    ("/console/programme/rules", {"source": "deposit", "points_per_yuan": "1"}),
+]
+
+
+async def test_programme_forms_are_refused_to_auditors_and_forgeries(staff, client, api, db):
+    tier, perk = await api.tier(), await api.perk()
+    values = {"tier": tier["code"], "perk": perk["code"]}
+    await assert_forms_guarded(staff, client, db, PROGRAMME_FORMS, "/console/programme", values)

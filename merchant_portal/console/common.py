@@ -23,7 +23,7 @@ from perks.quotas import quota_period
 WRITERS = frozenset({"admin", "operator"})
 FINALIZERS = frozenset({"admin"})
 PAGE_SIZE = 25
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 @web.middleware
