@@ -333,3 +333,63 @@ async def test_programme_forms_are_refused_to_auditors_and_forgeries(staff, clie
     tier, perk = await api.tier(), await api.perk()
     values = {"tier": tier["code"], "perk": perk["code"]}
     await assert_forms_guarded(staff, client, db, PROGRAMME_FORMS, "/console/programme", values)
+
+
+# --- clients ---------------------------------------------------------------------------------------------------
+
+async def test_clients_are_found_by_reference_phone_tail_and_name_and_masked_for_auditors(staff, api):
+    tier = await api.tier()
+    found = await api.new_client(tier=tier["code"], name="罗小升", phone="13800004321")
+    other = await api.new_client(name="张三", phone="13900001111")
+    operator, auditor = await staff("operator"), await staff("auditor")
+    for query in (found["external_ref"], "4321", "小升"):
+        status, text, _ = await operator.get(f"/console/clients?q={query}")
+        assert status == 200 and found["id"] in text and other["id"] not in text, query
+    status, text, _ = await operator.get(f"/console/clients/{found['id']}")
+    assert status == 200 and '<span id="client-name">罗小升</span>' in text and "13800004321" in text
+    assert 'id="client-actions"' in text
+    status, text, _ = await auditor.get(f"/console/clients/{found['id']}")
+    assert status == 200 and '<span id="client-name">罗*升</span>' in text and "*******4321" in text
+    assert "罗小升" not in text and "13800004321" not in text and 'id="client-actions"' not in text
+    status, text, _ = await auditor.get("/console/clients?q=4321")
+    assert "罗*升" in text and "罗小升" not in text
+
+
+async def test_client_override_block_and_wallet_link(staff, api, db, clock):
+    from datetime import datetime, timezone
+
+    clock.set(datetime(2026, 5, 10, 4, 0, tzinfo=timezone.utc))
+    gold, silver = await api.tier(), await api.tier()
+    member = await api.new_client(tier=silver["code"])
+    admin = await staff("admin")
+    path = f"/console/clients/{member['id']}"
+    status, _, _ = await admin.post(f"{path}/override", {"tier": gold["code"], "until": "2026-06-30"})
+    assert status == 303
+    row = await db.fetchrow("SELECT tier_code, tier_override_until FROM clients WHERE id = $1", member["id"])
+    assert row["tier_code"] == gold["code"]
+    assert row["tier_override_until"] == datetime(2026, 6, 30, 16, 0, tzinfo=timezone.utc)  # midnight in Shanghai
+    status, text, _ = await admin.post(f"{path}/override", {"tier": gold["code"], "until": "2026-01-01"})
+    assert status == 400 and field_error(text, "until") == "Must be in the future"
+    status, _, _ = await admin.post(f"{path}/override", {"lift": "1"})
+    assert await db.fetchval("SELECT tier_override_until FROM clients WHERE id = $1", member["id"]) is None
+    status, _, _ = await admin.post(f"{path}/status", {"status": "blocked"})
+    assert status == 303 and await db.fetchval("SELECT status FROM clients WHERE id = $1", member["id"]) == "blocked"
+    status, text, _ = await admin.get(f"{path}?done=blocked")
+    assert 'data-status="blocked"' in text and 'id="unblock"' in text and 'id="tier-history"' in text
+    await admin.post(f"{path}/status", {"status": "active"})
+    status, text, _ = await admin.post(f"{path}/wallet-link", {})
+    assert status == 200 and 'id="wallet-link-url"' in text and "/wallet/open#t=" in text
+    actions = {row["action"] for row in await db.fetch("SELECT action FROM audit_log WHERE entity_id = $1", member["id"])}
+    assert {"client.tier_override", "client.update", "wallet_link.create"} <= actions
+
+
+CLIENT_FORMS = [
+    ("/console/clients/{client}/override", {"tier": "", "until": "2099-01-01"}),
+    ("/console/clients/{client}/status", {"status": "blocked"}),
+    ("/console/clients/{client}/wallet-link", {}),
+]
+
+
+async def test_client_forms_are_refused_to_auditors_and_forgeries(staff, client, api, db):
+    member = await api.new_client()
+    await assert_forms_guarded(staff, client, db, CLIENT_FORMS, "/console/clients/{client}", {"client": member["id"]})

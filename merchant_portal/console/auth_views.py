@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from merchant_portal import security
-from merchant_portal.console.common import connection, now_of, reader
-from merchant_portal.pages import checked_form, explain, form_text, redirect, render, site_of
+from merchant_portal.console.common import connection, now_of, reader, show
+from merchant_portal.pages import checked_form, explain, form_text, redirect, site_of
 from perks.accounts import service as accounts
 from perks.core.appkeys import CONFIG
 from perks.core.auth import STAFF_ROLES
@@ -29,7 +29,7 @@ async def console_home(request: web.Request) -> web.Response:
 @endpoint(produces="text/html", tag="console")
 async def login_page(request: web.Request) -> web.Response:
     """The login form for bank staff."""
-    return render(request, "console/login.html", {"username": ""})
+    return show(request, "console/login.html", {"username": ""})
 
 
 @routes.post("/login")
@@ -57,7 +57,7 @@ async def login_submit(request: web.Request) -> web.Response:
 
 
 def _refused(request: web.Request, username: str, code: str, status: int) -> web.Response:
-    return render(request, "console/login.html", {"username": username, "error": explain(request, code)}, status=status)
+    return show(request, "console/login.html", {"username": username, "error": explain(request, code)}, status=status)
 
 
 @routes.get("/me")
@@ -65,7 +65,7 @@ def _refused(request: web.Request, username: str, code: str, status: int) -> web
 async def who_am_i(request: web.Request) -> web.Response:
     """Who is logged in, with which role and what that role may do."""
     reader(request)
-    return render(request, "console/me.html", {"tab": "me"})
+    return show(request, "console/me.html", {"tab": "me"})
 
 
 @routes.post("/logout")

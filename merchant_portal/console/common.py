@@ -152,3 +152,15 @@ def page_links(request: web.Request, next_cursor: str | None) -> dict[str, Any]:
     first = str(request.rel_url.with_query({k: v for k, v in query.items() if k != "cursor"}))
     nxt = str(request.rel_url.update_query(cursor=next_cursor)) if next_cursor else None
     return {"next_url": nxt, "first_url": first if "cursor" in query else None}
+
+
+def show(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
+    """A console page: ``render`` plus ``when(instant)``, an instant in the bank's time zone."""
+    from merchant_portal.pages import render
+
+    tz = tz_of(request)
+
+    def when(instant: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        return instant.astimezone(tz).strftime(fmt) if instant else "—"
+
+    return render(request, template, {"when": when} | context, status=status)

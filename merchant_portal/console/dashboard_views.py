@@ -9,8 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from merchant_portal import charts
-from merchant_portal.console.common import connection, reader, this_year, tz_of
-from merchant_portal.pages import render
+from merchant_portal.console.common import connection, reader, this_year, tz_of, show
 from perks.core.endpoint import endpoint
 from perks.settlement import anomalies, reports
 
@@ -62,4 +61,4 @@ async def dashboard(request: web.Request) -> web.Response:
         "anomalies": found,
         "ratings": sorted(ratings.values(), key=lambda r: (r["average"] is None, -(r["average"] or 0))),
     }
-    return render(request, "console/dashboard.html", context)
+    return show(request, "console/dashboard.html", context)

@@ -9,9 +9,10 @@ from uuid import UUID
 from aiohttp import web
 
 from merchant_portal.console.common import (
+    show,
     PAGE_SIZE, connection, page_links, problems_of, read_form, reader, this_year, writer_form,
 )
-from merchant_portal.pages import redirect, render, site_of
+from merchant_portal.pages import redirect, site_of
 from perks.accounts import service as accounts
 from perks.accounts.routes import MerchantUserCreate
 from perks.catalogue import service as catalogue
@@ -53,7 +54,7 @@ async def _list(request: web.Request, **form: Any) -> web.Response:
     listed = page(rows, PAGE_SIZE, time_id_key)
     context = {"tab": "partners", "q": text, "status": status, "statuses": STATUSES, "merchants": listed["items"],
                "links": page_links(request, listed["next_cursor"]), "errors": {}, "values": {}} | form
-    return render(request, "console/partners.html", context)
+    return show(request, "console/partners.html", context)
 
 
 @routes.post("/partners")
@@ -102,7 +103,7 @@ async def _show(request: web.Request, *, failed: str | None = None, errors: dict
         "failed": failed, "errors": errors or {}, "values": values or {},
         "notice": t_notice(request, done),
     }
-    return render(request, "console/partner.html", context, status=status)
+    return show(request, "console/partner.html", context, status=status)
 
 
 def t_notice(request: web.Request, done: str | None) -> str | None:

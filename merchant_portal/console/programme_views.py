@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from merchant_portal.console.common import (
+    show,
     connection, problems_of, read_form, reader, translate_problem, writer_form,
 )
-from merchant_portal.pages import redirect, render, site_of
+from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
 from perks.catalogue.routes import EntitlementPut, PerkCreate, PerkPatch, TierCreate, TierPatch
 from perks.core.endpoint import endpoint
@@ -108,7 +109,7 @@ async def _show(request: web.Request, *, failed: str | None = None, errors: dict
         "cell_name": cell_name, "rules": points_rules, "failed": failed, "errors": errors or {},
         "values": values or {}, "notice": t_notice(request, request.query.get("done")),
     }
-    return render(request, "console/programme.html", context, status=status)
+    return show(request, "console/programme.html", context, status=status)
 
 
 def _done(request: web.Request, anchor: str) -> web.Response:
