@@ -393,3 +393,94 @@ CLIENT_FORMS = [
 async def test_client_forms_are_refused_to_auditors_and_forgeries(staff, client, api, db):
     member = await api.new_client()
     await assert_forms_guarded(staff, client, db, CLIENT_FORMS, "/console/clients/{client}", {"client": member["id"]})
+
+
+# --- settlement and redemptions --------------------------------------------------------------------------------
+
+async def redeemed_program(api, clock, at, **program: Any) -> dict[str, Any]:
+    """A program with one redemption at ``at``; its ``redemption`` id and its client's ``client_id``."""
+    clock.set(at)
+    shop = await api.program(**({"yearly_quota": 3, "yearly_capacity": 10, "unit_price_fen": 1500} | program))
+    member, token = await api.member(shop["tier"])
+    voucher = await api.voucher(token, shop["perk"])
+    status, body = await api.redeem(shop["cashier"], voucher["token"])
+    assert status == 201, body
+    return shop | {"redemption": body["id"], "client_id": member["id"]}
+
+
+async def test_month_statements_one_statement_csv_and_finalize(staff, api, db, clock):
+    from datetime import datetime, timezone
+
+    shop = await redeemed_program(api, clock, datetime(2026, 4, 15, 4, 0, tzinfo=timezone.utc))
+    admin, operator = await staff("admin"), await staff("operator")
+    status, text, _ = await operator.get("/console/settlement?month=2026-04")
+    assert status == 200 and f'data-merchant="{shop["merchant"]}"' in text and 'id="month-total">15.00<' in text
+    path = f"/console/settlement/{shop['merchant']}/2026-04"
+    status, text, _ = await operator.get(path)
+    assert status == 200 and 'data-status="open"' in text and 'id="finalize-form"' not in text
+    status, text, _ = await operator.post(f"{path}/finalize", {"confirm": "1"})
+    assert status == 403  # finalizing is for administrators, as in the API
+    status, text, _ = await admin.get(path)
+    assert 'id="finalize-form"' in text and 'not ended' in text
+    status, text, _ = await admin.post(f"{path}/finalize", {"confirm": "1"})
+    assert status == 409 and 'id="form-error"' in text  # April has not ended: said plainly
+    clock.set(datetime(2026, 5, 2, 4, 0, tzinfo=timezone.utc))
+    admin, operator = await staff("admin"), await staff("operator")  # the sessions of April have ended
+    await admin.get(path)
+    status, text, _ = await admin.post(f"{path}/finalize", {})
+    assert status == 400 and field_error(text, "confirm") == "Tick the box to confirm first"
+    status, _, response = await admin.post(f"{path}/finalize", {"confirm": "1"})
+    assert status == 303 and response.headers["Location"].endswith("done=finalized")
+    status, text, _ = await admin.get(response.headers["Location"])
+    assert 'data-status="finalized"' in text and 'id="finalize-form"' not in text
+    status, text, response = await operator.get(f"{path}/csv")
+    assert status == 200 and response.headers["Content-Type"].startswith("text/csv")
+    async with operator.session.get(operator.url(f"{path}/csv")) as raw:
+        body = await raw.read()
+    assert body.startswith("\ufeff".encode()) and b"\r\ntotal" not in body and b",total," in body
+    status, api_csv = await api.call("GET", f"/api/v1/merchants/{shop['merchant']}/statements/2026-04?format=csv",
+                                     await api.staff("auditor"))
+    assert body.decode("utf-8-sig") == api_csv.lstrip("\ufeff")
+    entries = await api.audit_entries(entity_type="statement")
+    assert entries[0]["action"] == "statement.finalize" and entries[0]["actor"]["username"] == admin.username
+
+
+async def test_redemptions_filter_and_void_gives_back(staff, api, db, clock):
+    from datetime import datetime, timezone
+
+    # 23:00 on 15 April and 01:00 on 16 April in Shanghai: days are the bank's.
+    shop = await redeemed_program(api, clock, datetime(2026, 4, 15, 15, 0, tzinfo=timezone.utc))
+    other = await redeemed_program(api, clock, datetime(2026, 4, 15, 17, 0, tzinfo=timezone.utc))
+    operator = await staff("operator")
+    status, text, _ = await operator.get(f"/console/redemptions?merchant={shop['merchant']}")
+    assert shop["redemption"] in text and other["redemption"] not in text
+    status, text, _ = await operator.get("/console/redemptions?day=2026-04-16")
+    assert other["redemption"] in text and shop["redemption"] not in text
+    status, text, _ = await operator.get(f"/console/redemptions?perk={other['perk']}")
+    assert other["redemption"] in text and shop["redemption"] not in text
+    status, _, _ = await operator.get("/console/redemptions?day=yesterday")
+    assert status == 400
+    path = f"/console/redemptions/{shop['redemption']}/void"
+    status, text, _ = await operator.post(path, {"reason": "", "confirm": ""})
+    assert status == 400 and field_error(text, "reason") and field_error(text, "confirm")
+    status, _, response = await operator.post(path, {"reason": "刷错了", "confirm": "1"})
+    assert status == 303
+    row = await db.fetchrow("SELECT status, void_reason FROM redemptions WHERE id = $1", shop["redemption"])
+    assert dict(row) == {"status": "voided", "void_reason": "刷错了"}
+    assert await db.fetchval("SELECT used FROM merchant_yearly_usage WHERE merchant_id = $1", shop["merchant"]) == 0
+    assert await api.counter_mismatches() == []
+    status, text, _ = await operator.post(path, {"reason": "again", "confirm": "1"})
+    assert status == 409 and "already voided" in text
+
+
+async def test_settlement_and_void_forms_are_refused_to_auditors_and_forgeries(staff, client, api, db, clock):
+    from datetime import datetime, timezone
+
+    shop = await redeemed_program(api, clock, datetime(2026, 4, 15, 4, 0, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 5, 2, 4, 0, tzinfo=timezone.utc))
+    values = {"merchant": shop["merchant"], "redemption": shop["redemption"]}
+    await assert_forms_guarded(staff, client, db, [("/console/redemptions/{redemption}/void",
+                                                    {"reason": "x", "confirm": "1"})], "/console/redemptions", values)
+    await assert_forms_guarded(staff, client, db, [("/console/settlement/{merchant}/2026-04/finalize",
+                                                    {"confirm": "1"})], "/console/settlement/{merchant}/2026-04",
+                               values, writers=("admin",))
