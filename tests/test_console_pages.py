@@ -484,3 +484,78 @@ async def test_settlement_and_void_forms_are_refused_to_auditors_and_forgeries(s
     await assert_forms_guarded(staff, client, db, [("/console/settlement/{merchant}/2026-04/finalize",
                                                     {"confirm": "1"})], "/console/settlement/{merchant}/2026-04",
                                values, writers=("admin",))
+
+
+# --- audit log and imports -------------------------------------------------------------------------------------
+
+async def test_audit_log_filters_and_shows_a_readable_diff(staff, api):
+    program = await api.program(yearly_capacity=10)
+    operator = await staff("operator")
+    await operator.post(f"/console/partners/{program['merchant']}/agreements",
+                        {"perk": program["perk"], "existing": "1", "yearly_capacity": "7", "unit_price_fen": "1500"})
+    auditor = await staff("auditor", lang="zh-CN")
+    status, text, _ = await auditor.get(f"/console/audit?entity_type=agreement&actor={operator.username}")
+    assert status == 200 and text.count('class="card audit-entry"') == 1
+    assert re.search(r'data-field="yearly_capacity" class="changed"><td>yearly_capacity</td>\s*<td><del>10</del></td>\s*'
+                     r'<td><ins>7</ins></td>', text)
+    assert re.search(r'data-field="unit_price_fen"><td>unit_price_fen</td>\s*<td>1500</td>', text)
+    status, text, _ = await auditor.get("/console/audit?entity_type=agreement&from=2000-01-01&to=2000-01-02")
+    assert 'class="card audit-entry"' not in text
+    status, _, _ = await auditor.get("/console/audit?from=someday")
+    assert status == 400
+
+
+async def test_imports_apply_all_or_name_every_bad_line(staff, api, db):
+    tier = await api.tier()
+    operator = await staff("operator")
+    import aiohttp
+
+    async def upload(path: str, content: bytes):
+        form = aiohttp.FormData()
+        form.add_field("csrf", operator.csrf)
+        form.add_field("file", content, filename="x.csv", content_type="text/csv")
+        async with operator.session.post(operator.url(path), data=form, allow_redirects=False) as response:
+            return response.status, await response.text()
+
+    good = f"external_ref,name,phone,tier\nK1,王五,13800009999,{tier['code']}\nK2,赵六,,\n".encode()
+    status, text = await upload("/console/imports/clients", "\ufeff".encode() + good)
+    assert status == 200 and 'id="import-result"' in text
+    assert await db.fetchval("SELECT count(*) FROM clients WHERE external_ref IN ('K1', 'K2')") == 2
+    bad = "external_ref,name,birthday,tier\nK3,孙七,,\nK4,,2001-02-30,nosuch\n".encode()
+    status, text = await upload("/console/imports/clients", bad)
+    assert status == 400 and 'id="import-problems"' in text
+    assert 'data-line="3" data-field="name"' in text and 'data-line="3" data-field="birthday"' in text
+    assert await db.fetchval("SELECT count(*) FROM clients WHERE external_ref = 'K3'") == 0
+    await operator.post("/console/programme/rules", {"source": "deposit", "points_per_yuan": "1"})
+    await operator.get("/console/imports")
+    events_csv = b"event_ref,client_external_ref,source,amount_fen,occurred_at\nE1,K1,deposit,10000,2026-01-05T10:00:00+08:00\n"
+    status, text = await upload("/console/imports/events", events_csv)
+    assert status == 200 and 'id="import-result" data-kind="events"' in text
+    status, text = await upload("/console/imports/events", events_csv + b"E2,NOPE,deposit,1,2026-01-05T10:00:00+08:00\n")
+    assert status == 400 and 'data-line="3"' in text
+
+
+async def test_import_forms_are_refused_to_auditors_and_forgeries(staff, client, db):
+    forms = [("/console/imports/events", {"file": "x"}), ("/console/imports/clients", {"file": "x"})]
+    await assert_forms_guarded(staff, client, db, forms, "/console/imports", {})
+
+
+async def test_every_console_page_answers_each_staff_role(staff, api, clock):
+    from datetime import datetime, timezone
+
+    shop = await redeemed_program(api, clock, datetime(2026, 4, 15, 4, 0, tzinfo=timezone.utc))
+    pages = ["/console/dashboard", "/console/partners", f"/console/partners/{shop['merchant']}", "/console/programme",
+             "/console/clients", f"/console/clients/{shop['client_id']}", "/console/settlement?month=2026-04",
+             f"/console/settlement/{shop['merchant']}/2026-04", "/console/redemptions", "/console/audit",
+             "/console/imports", "/console/me"]
+    for role in STAFF:
+        for lang in ("zh-CN", "en"):
+            visitor = await staff(role, lang=lang)
+            for path in pages:
+                status, text, _ = await visitor.get(path)
+                assert status == 200, (role, path, status)
+                assert f'<html lang="{lang}">' in text
+                # A key missing from a catalogue would show itself.
+                assert not re.search(r"\b(console|role|status|problem)\.[a-z_]+", text.split("<main", 1)[1]), path
+    status, _, _ = await visitor.get("/console/partners/not-an-id")
+    assert status == 404
