@@ -83,7 +83,7 @@ def month_columns(counts: Mapping[int, int]) -> list[Column]:
 
 # The console's wider charts: labelled horizontal bars (one per merchant, perk, tier …) and twelve columns.
 
-CONSOLE_WIDTH = 560
+CONSOLE_WIDTH = 380
 
 
 @dataclass(frozen=True)

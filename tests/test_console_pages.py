@@ -559,3 +559,33 @@ async def test_every_console_page_answers_each_staff_role(staff, api, clock):
                 assert not re.search(r"\b(console|role|status|problem)\.[a-z_]+", text.split("<main", 1)[1]), path
     status, _, _ = await visitor.get("/console/partners/not-an-id")
     assert status == 404
+
+
+def test_every_console_string_is_in_both_catalogues():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "merchant_portal"
+    zh = json.loads((root / "translations/zh_CN.json").read_text(encoding="utf-8"))
+    en = json.loads((root / "translations/en.json").read_text(encoding="utf-8"))
+    assert set(zh) == set(en)
+    used: set[str] = set()
+    for path in [*(root / "templates/console").glob("*.html"), *(root / "console").glob("*.py")]:
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z_]+(?:\.[a-z_]+)+)["']""", path.read_text(encoding="utf-8")))
+    # Keys built from a value (``t("role." + role)``): their prefixes are left out, every value put in.
+    used = {key for key in used if not key.endswith(("_", "."))}
+    from merchant_portal.console.programme_views import MATRIX_COLUMNS
+
+    used |= {f"role.{role}" for role in ("admin", "operator", "auditor", "manager", "cashier")}
+    used |= {f"status.{s}" for s in ("active", "suspended", "blocked", "open", "finalized", "redeemed", "voided")}
+    used |= {f"console.me.can_{role}" for role in STAFF}
+    used |= {f"console.clients.reason_{r}" for r in ("evaluation", "override", "manual", "import")}
+    used |= {f"console.settlement.kind_{k}" for k in ("redemption", "adjustment")}
+    used |= {f"console.anomaly.{k}" for k in ("client_concentration", "repeated_same_day", "capacity_early")}
+    used |= {column.label for column in MATRIX_COLUMNS}
+    used |= {f"console.nav.{k}" for k in ("dashboard", "partners", "programme", "clients", "settlement",
+                                          "redemptions", "audit", "imports", "api")}
+    assert used <= set(zh), sorted(used - set(zh))
+    for key in zh:
+        if key.startswith(("console.", "problem.")):
+            assert re.findall(r"{\w+}", zh[key]) == re.findall(r"{\w+}", en[key]), key

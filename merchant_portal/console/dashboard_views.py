@@ -10,6 +10,7 @@ from aiohttp import web
 
 from merchant_portal import charts
 from merchant_portal.console.common import connection, reader, this_year, tz_of, show
+from perks.catalogue import service as catalogue
 from perks.core.endpoint import endpoint
 from perks.settlement import anomalies, reports
 
@@ -27,6 +28,7 @@ async def dashboard(request: web.Request) -> web.Response:
         capacity = await reports.capacity_report(conn, year)
         quota_use = await reports.quota_use_report(conn, year)
         found = await anomalies.anomalies(conn, year, tz_of(request), limit=20)
+        names = {perk["code"]: perk["name"] for perk in await catalogue.list_perks(conn, None, 1000)}
     by_month: Counter[int] = Counter()
     by_perk: Counter[str] = Counter()
     by_merchant: Counter[tuple[str, str]] = Counter()
@@ -34,10 +36,10 @@ async def dashboard(request: web.Request) -> web.Response:
         by_month[int(item["month"][5:])] += item["redeemed"]
         by_perk[item["perk"]] += item["redeemed"]
         by_merchant[(item["merchant_id"], item["merchant_name"])] += item["redeemed"]
-    perk_chart = charts.labelled_bars((perk, perk, n, None) for perk, n in by_perk.most_common(12))
+    perk_chart = charts.labelled_bars((perk, names.get(perk, perk), n, None) for perk, n in by_perk.most_common(12))
     merchant_chart = charts.labelled_bars((mid, name, n, None) for (mid, name), n in by_merchant.most_common(12))
     capacity_chart = charts.labelled_bars(
-        (item["merchant_id"] + ":" + item["perk"], f"{item['merchant_name']} · {item['perk']}", item["used"],
+        (item["merchant_id"] + ":" + item["perk"], f"{item['merchant_name']} · {names.get(item['perk'], item['perk'])}", item["used"],
          item["yearly_capacity"]) for item in capacity["items"][:30]
     )
     quota_chart = charts.labelled_bars(
