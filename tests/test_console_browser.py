@@ -6,7 +6,6 @@ capacity given back — and a screenshot of every console page in Chinese and in
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest

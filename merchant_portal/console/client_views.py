@@ -15,8 +15,7 @@ from aiohttp import web
 
 from merchant_portal import wallet_links
 from merchant_portal.console.common import (
-    show,
-    PAGE_SIZE, connection, now_of, page_links, problems_of, reader, tz_of, writer_form,
+    PAGE_SIZE, connection, notice_of, now_of, page_links, problems_of, reader, show, tz_of, writer_form,
 )
 from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
@@ -89,13 +88,11 @@ async def _show(request: web.Request, *, failed: str | None = None, errors: dict
                                                     limit=PAGE_SIZE)
         history = await evaluation.tier_history(conn, client_id, None, 50)
         tiers = await catalogue.list_tiers(conn, None, 1000)
-    from merchant_portal.console.partner_views import t_notice
-
     context = {
         "tab": "clients", "client": shown(actor, client), "points": points, "entitlements": granted,
         "redemptions": redemptions["items"], "links": page_links(request, redemptions["next_cursor"]),
         "history": history, "tiers": tiers, "failed": failed, "errors": errors or {}, "values": values or {},
-        "link": link, "notice": t_notice(request, request.query.get("done")),
+        "link": link, "notice": notice_of(request),
         "today": now.astimezone(tz).date().isoformat(),
     }
     return show(request, "console/client.html", context, status=status)

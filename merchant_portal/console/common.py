@@ -164,3 +164,15 @@ def show(request: web.Request, template: str, context: dict[str, Any], status: i
         return instant.astimezone(tz).strftime(fmt) if instant else "—"
 
     return render(request, template, {"when": when} | context, status=status)
+
+
+def notice_of(request: web.Request) -> str | None:
+    """The words for a change just made (``?done=`` after a form's redirect), when it is one we name."""
+    from merchant_portal.i18n import translator
+
+    done = request.query.get("done")
+    if not done or not done.replace("_", "").isalnum():
+        return None
+    key = f"console.done.{done}"
+    text = translator(language_of(request))(key)
+    return None if text == key else text

@@ -9,8 +9,7 @@ from uuid import UUID
 from aiohttp import web
 
 from merchant_portal.console.common import (
-    show,
-    PAGE_SIZE, connection, page_links, problems_of, read_form, reader, this_year, writer_form,
+    PAGE_SIZE, connection, notice_of, page_links, problems_of, read_form, reader, show, this_year, writer_form,
 )
 from merchant_portal.pages import redirect, site_of
 from perks.accounts import service as accounts
@@ -94,27 +93,15 @@ async def _show(request: web.Request, *, failed: str | None = None, errors: dict
         usage = await service.merchant_usage(conn, merchant_id, this_year(request))
         perks = await catalogue.list_perks(conn, None, 500)
     agreed = {item["perk"] for item in usage["items"]}
-    done = request.query.get("done")
     context = {
         "tab": "partners", "merchant": merchant, "stores": stores, "users": users, "usage": usage,
         "perk_names": {perk["code"]: perk["name"] for perk in perks},
         "unagreed": [perk for perk in perks if perk["code"] not in agreed],
         "store_names": {store["id"]: store["name"] for store in stores},
         "failed": failed, "errors": errors or {}, "values": values or {},
-        "notice": t_notice(request, done),
+        "notice": notice_of(request),
     }
     return show(request, "console/partner.html", context, status=status)
-
-
-def t_notice(request: web.Request, done: str | None) -> str | None:
-    """The words for a change just made (``?done=``), when it is one we name."""
-    from merchant_portal.i18n import language_of, translator
-
-    if not done or not done.replace("_", "").isalnum():
-        return None
-    key = f"console.done.{done}"
-    text = translator(language_of(request))(key)
-    return None if text == key else text
 
 
 async def _failed(request: web.Request, form_id: str, error: ApiError, values: dict[str, Any]) -> web.Response:

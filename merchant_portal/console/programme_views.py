@@ -13,8 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from merchant_portal.console.common import (
-    show,
-    connection, problems_of, read_form, reader, translate_problem, writer_form,
+    connection, notice_of, problems_of, read_form, reader, show, translate_problem, writer_form,
 )
 from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
@@ -102,12 +101,10 @@ async def _show(request: web.Request, *, failed: str | None = None, errors: dict
                 cells[name] = cell_text(granted.get((tier["code"], perk["code"])), column)
     if failed == "matrix" and values:
         cells |= values
-    from merchant_portal.console.partner_views import t_notice
-
     context = {
         "tab": "programme", "tiers": tiers, "perks": perks, "cells": cells, "columns": MATRIX_COLUMNS,
         "cell_name": cell_name, "rules": points_rules, "failed": failed, "errors": errors or {},
-        "values": values or {}, "notice": t_notice(request, request.query.get("done")),
+        "values": values or {}, "notice": notice_of(request),
     }
     return show(request, "console/programme.html", context, status=status)
 

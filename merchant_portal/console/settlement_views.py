@@ -10,7 +10,8 @@ from uuid import UUID
 from aiohttp import web
 
 from merchant_portal.console.common import (
-    FINALIZERS, PAGE_SIZE, WRITERS, connection, now_of, page_links, problems_of, reader, show, tz_of, writer_form,
+    FINALIZERS, PAGE_SIZE, WRITERS, connection, notice_of, now_of, page_links, problems_of, reader, show, tz_of,
+    writer_form,
 )
 from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
@@ -65,11 +66,9 @@ async def _statement(request: web.Request, *, errors: dict[str, str] | None = No
     merchant_id, month = parse_id(request.match_info["merchant_id"]), Month.parse(request.match_info["month"])
     async with connection(request) as conn:
         statement = await statements.get_statement(conn, merchant_id, month)
-    from merchant_portal.console.partner_views import t_notice
-
     context = {"tab": "settlement", "statement": statement, "errors": errors or {},
                "ended": now_of(request) >= month.ends_at(tz_of(request)),
-               "notice": t_notice(request, request.query.get("done"))}
+               "notice": notice_of(request)}
     return show(request, "console/statement.html", context, status=status)
 
 
@@ -152,13 +151,11 @@ async def _redemptions(request: web.Request, *, failed: str | None = None, error
         )
         merchants = await merchant_queries.search_merchants(conn, None, None, None, 500)
         perks = await catalogue.list_perks(conn, None, 500)
-    from merchant_portal.console.partner_views import t_notice
-
     context = {
         "tab": "redemptions", "items": listed["items"], "links": page_links(request, listed["next_cursor"]),
         "merchants": merchants, "merchant_names": {m["id"]: m["name"] for m in merchants}, "perks": perks,
         "filters": {name: "" if value is None else str(value) for name, value in filters.items()},
-        "failed": failed, "errors": errors or {}, "notice": t_notice(request, request.query.get("done")),
+        "failed": failed, "errors": errors or {}, "notice": notice_of(request),
     }
     return show(request, "console/redemptions.html", context, status=status)
 
