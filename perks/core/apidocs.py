@@ -22,13 +22,13 @@ _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
 )
-# Swagger UI runs from our own files only; it sets a few style attributes itself, hence 'unsafe-inline' for
-# styles (never for scripts). "Try it out" calls this very service ('self').
+# Swagger UI runs from our own files only, nothing inline (Chromium reports no violation with this policy);
+# "Try it out" calls this very service ('self').
 DOCS_CSP = "; ".join(
     (
         "default-src 'none'",
         "script-src 'self'",
-        "style-src 'self' 'unsafe-inline'",
+        "style-src 'self'",
         "img-src 'self' data:",
         "connect-src 'self'",
         "form-action 'self'",
