@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 PACKAGE_DIR = Path(__file__).parent
 
 
-def _site_app(site: Site, tables: list[web.RouteTableDef]) -> web.Application:
+def _site_app(site: Site, tables: list[web.RouteTableDef], inner: list | None = None) -> web.Application:
     from merchant_portal import pages, security
 
-    sub = web.Application(middlewares=[pages.html_errors, security.session_guard(site.cookie, site.roles)])
+    sub = web.Application(
+        middlewares=[pages.html_errors, security.session_guard(site.cookie, site.roles), *(inner or [])]
+    )
     sub[pages.SITE] = site
     aiohttp_jinja2.setup(
         sub,
@@ -38,7 +40,8 @@ def _site_app(site: Site, tables: list[web.RouteTableDef]) -> web.Application:
 
 
 def setup_portal(app: web.Application) -> None:
-    """Mount the portal on /portal, the wallet on /wallet, and the API route that mints wallet links."""
+    """Mount the portal on /portal, the wallet on /wallet, the staff console on /console, and the API route
+    that mints wallet links."""
     from merchant_portal import auth_views, overview_views, scan_views, today_views, wallet_links, wallet_views
     from merchant_portal.pages import Site
 
@@ -48,3 +51,6 @@ def setup_portal(app: web.Application) -> None:
     portal_tables = [auth_views.routes, scan_views.routes, today_views.routes, overview_views.routes]
     app.add_subapp(portal.prefix, _site_app(portal, portal_tables))
     app.add_subapp(wallet.prefix, _site_app(wallet, [wallet_views.routes]))
+    from merchant_portal.console import console_app
+
+    app.add_subapp(*console_app(_site_app))

@@ -79,3 +79,45 @@ def month_columns(counts: Mapping[int, int]) -> list[Column]:
             )
         )
     return columns
+
+
+# The console's wider charts: labelled horizontal bars (one per merchant, perk, tier …) and twelve columns.
+
+CONSOLE_WIDTH = 380
+
+
+@dataclass(frozen=True)
+class LabelledBar:
+    """One labelled bar: ``value`` against ``limit`` (or against the largest value when there is no limit)."""
+
+    key: str
+    label: str
+    value: int
+    limit: int | None
+    y: int
+    width: int
+
+
+def labelled_bars(
+    items: Iterable[tuple[str, str, int, int | None]], width: int = CONSOLE_WIDTH
+) -> tuple[list[LabelledBar], int]:
+    """Bars for ``(key, label, value, limit)`` items, and the chart's height; an unlimited bar is scaled to the
+    largest value, a limit of 0 with use shows full."""
+    items = list(items)
+    peak = max((value for _, _, value, _ in items), default=0)
+    bars = []
+    for index, (key, label, value, limit) in enumerate(items):
+        scale = limit if limit is not None else peak
+        fraction = 1.0 if scale == 0 and value > 0 else (value / scale if scale else 0.0)
+        bars.append(LabelledBar(key, label, value, limit, index * (BAR_HEIGHT + BAR_GAP) + 18,
+                                round(width * min(fraction, 1.0))))
+    return bars, max(len(bars) * (BAR_HEIGHT + BAR_GAP), BAR_GAP)
+
+
+def wide_month_columns(counts: Mapping[int, int], width: int = CONSOLE_WIDTH) -> list[Column]:
+    """Twelve columns for a chart ``width`` wide, January to December, scaled to the busiest month."""
+    narrow = month_columns(counts)
+    factor = width / WIDTH
+    return [
+        Column(c.month, c.count, round(c.x * factor), c.y, max(round(c.width * factor), 1), c.height) for c in narrow
+    ]

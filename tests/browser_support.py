@@ -15,6 +15,8 @@ from PIL import Image
 CHROMIUM = Path(os.environ.get("PERKS_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "portal"
 PHONE = {"width": 360, "height": 740}
+DESK = {"width": 1280, "height": 800}
+TABLET = {"width": 820, "height": 1180}
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 # Leave a margin around the code, as a cashier holding a phone up to the camera would.
 MAX_CODE_SIDE = 440
@@ -87,6 +89,7 @@ class Browsers:
         self.test_name = re.sub(r"[^a-z0-9_]+", "_", test_name.lower())
         self.opened: list[Any] = []
         self.shots = 0
+        self.artifacts = ARTIFACTS
 
     async def phone(self, camera_png: bytes | None = None, **context: Any) -> Any:
         """A new page, 360x740 like a phone, in a browser whose camera shows ``camera_png`` (default: nothing)."""
@@ -102,11 +105,20 @@ class Browsers:
         page.set_default_timeout(15_000)
         return page
 
+    async def desk(self, viewport: dict[str, int] = DESK, locale: str = "zh-CN", **context: Any) -> Any:
+        """A new page in a new browser without a camera, 1280x800 like a bank's desk screen (or ``viewport``)."""
+        browser = await self.playwright.chromium.launch(executable_path=str(CHROMIUM), args=BASE_ARGS)
+        self.opened.append(browser)
+        page_context = await browser.new_context(viewport=viewport, locale=locale, accept_downloads=True, **context)
+        page = await page_context.new_page()
+        page.set_default_timeout(15_000)
+        return page
+
     async def shot(self, page: Any, step: str) -> Path:
-        """Save a screenshot of ``page`` as test-artifacts/portal/<test>-<n>-<step>.png."""
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        """Save a screenshot of ``page`` as test-artifacts/<area>/<test>-<n>-<step>.png (``self.artifacts``)."""
+        self.artifacts.mkdir(parents=True, exist_ok=True)
         self.shots += 1
-        path = ARTIFACTS / f"{self.test_name}-{self.shots:02d}-{step}.png"
+        path = self.artifacts / f"{self.test_name}-{self.shots:02d}-{step}.png"
         await page.screenshot(path=str(path), full_page=True)
         return path
 
