@@ -108,6 +108,7 @@ CREATE TABLE events (
     CONSTRAINT events_pkey PRIMARY KEY (id),
     CONSTRAINT events_type_check CHECK ((type = ANY (ARRAY['redemption.created'::text, 'redemption.voided'::text, 'client.tier_changed'::text, 'statement.finalized'::text, 'grant.created'::text, 'merchant.suspended'::text])))
 );
+CREATE INDEX events_tx_id ON public.events USING btree (tx, id);
 CREATE INDEX events_type ON public.events USING btree (type, id);
 
 CREATE TABLE feedback (
@@ -179,15 +180,17 @@ CREATE TABLE login_failures (
 );
 CREATE INDEX login_failures_recent ON public.login_failures USING btree (username, failed_at);
 
-CREATE TABLE merchant_yearly_usage (
+CREATE TABLE merchant_capacity_slots (
     merchant_id uuid NOT NULL,
     perk_code code NOT NULL,
     year integer NOT NULL,
+    slot smallint NOT NULL,
     used integer NOT NULL DEFAULT 0,
-    CONSTRAINT merchant_yearly_usage_pkey PRIMARY KEY (merchant_id, perk_code, year),
-    CONSTRAINT merchant_yearly_usage_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES merchants(id),
-    CONSTRAINT merchant_yearly_usage_perk_code_fkey FOREIGN KEY (perk_code) REFERENCES perks(code) ON UPDATE CASCADE,
-    CONSTRAINT merchant_yearly_usage_used_check CHECK ((used >= 0))
+    CONSTRAINT merchant_capacity_slots_pkey PRIMARY KEY (merchant_id, perk_code, year, slot),
+    CONSTRAINT merchant_capacity_slots_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES merchants(id),
+    CONSTRAINT merchant_capacity_slots_perk_code_fkey FOREIGN KEY (perk_code) REFERENCES perks(code) ON UPDATE CASCADE,
+    CONSTRAINT merchant_capacity_slots_slot_check CHECK (((slot >= 0) AND (slot <= 15))),
+    CONSTRAINT merchant_capacity_slots_used_check CHECK ((used >= 0))
 );
 
 CREATE TABLE merchants (
@@ -257,7 +260,7 @@ CREATE TABLE redemptions (
     merchant_id uuid NOT NULL,
     store_id uuid NOT NULL,
     redeemed_by uuid NOT NULL,
-    tier_code code NOT NULL,
+    tier_code code,
     redeemed_at timestamp with time zone NOT NULL,
     quota_year integer NOT NULL,
     quota_month integer NOT NULL,
@@ -283,6 +286,7 @@ CREATE TABLE redemptions (
     CONSTRAINT redemptions_unit_price_fen_check CHECK ((unit_price_fen >= 0))
 );
 CREATE INDEX redemptions_client ON public.redemptions USING btree (client_id, redeemed_at DESC, id);
+CREATE INDEX redemptions_grant ON public.redemptions USING btree (grant_id) WHERE (grant_id IS NOT NULL);
 CREATE INDEX redemptions_merchant ON public.redemptions USING btree (merchant_id, redeemed_at DESC, id);
 CREATE INDEX redemptions_period ON public.redemptions USING btree (quota_year, quota_month, merchant_id);
 CREATE INDEX redemptions_store ON public.redemptions USING btree (store_id, redeemed_at DESC);
@@ -309,6 +313,7 @@ CREATE TABLE signing_keys (
     private_key_encrypted bytea NOT NULL,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     retired_at timestamp with time zone,
+    activates_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT signing_keys_pkey PRIMARY KEY (kid),
     CONSTRAINT signing_keys_kid_check CHECK ((kid ~ '^[A-Za-z0-9_-]{1,16}$'::text))
 );
@@ -468,14 +473,67 @@ CREATE TABLE wallet_links (
     created_at timestamp with time zone NOT NULL,
     expires_at timestamp with time zone NOT NULL,
     used_at timestamp with time zone,
+    session_generation integer NOT NULL DEFAULT 0,
     CONSTRAINT wallet_links_pkey PRIMARY KEY (token_hash),
     CONSTRAINT wallet_links_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients(id),
     CONSTRAINT wallet_links_created_by_fkey FOREIGN KEY (created_by) REFERENCES users(id),
     CONSTRAINT wallet_links_check CHECK ((expires_at > created_at)),
+    CONSTRAINT wallet_links_session_generation_check CHECK ((session_generation >= 0)),
     CONSTRAINT wallet_links_token_hash_check CHECK ((length(token_hash) = 32))
 );
 CREATE INDEX wallet_links_client ON public.wallet_links USING btree (client_id, created_at DESC);
 CREATE INDEX wallet_links_expires ON public.wallet_links USING btree (expires_at);
+
+CREATE TABLE webhook_deliveries (
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    webhook_id uuid NOT NULL,
+    event_id bigint NOT NULL,
+    event_tx xid8 NOT NULL,
+    status text NOT NULL DEFAULT 'pending'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    last_status integer,
+    last_error text,
+    next_attempt_at timestamp with time zone NOT NULL,
+    retry_since timestamp with time zone,
+    delivered_at timestamp with time zone,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id),
+    CONSTRAINT webhook_deliveries_webhook_id_event_id_key UNIQUE (webhook_id, event_id),
+    CONSTRAINT webhook_deliveries_event_id_fkey FOREIGN KEY (event_id) REFERENCES events(id),
+    CONSTRAINT webhook_deliveries_webhook_id_fkey FOREIGN KEY (webhook_id) REFERENCES webhooks(id) ON DELETE CASCADE,
+    CONSTRAINT webhook_deliveries_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+CREATE INDEX webhook_deliveries_list ON public.webhook_deliveries USING btree (webhook_id, created_at, id);
+CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree (webhook_id, event_tx, event_id) WHERE (status = 'pending'::text);
+
+CREATE TABLE webhooks (
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    url text NOT NULL,
+    event_types text[] NOT NULL,
+    description text,
+    status text NOT NULL DEFAULT 'active'::text,
+    secret_encrypted bytea NOT NULL,
+    cursor_tx xid8 NOT NULL,
+    cursor_id bigint NOT NULL,
+    lease_until timestamp with time zone,
+    lease_token uuid,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhooks_pkey PRIMARY KEY (id),
+    CONSTRAINT webhooks_description_check CHECK ((length(description) <= 500)),
+    CONSTRAINT webhooks_event_types_check CHECK ((cardinality(event_types) >= 1)),
+    CONSTRAINT webhooks_status_check CHECK ((status = ANY (ARRAY['active'::text, 'paused'::text]))),
+    CONSTRAINT webhooks_url_check CHECK (((length(url) >= 1) AND (length(url) <= 2000)))
+);
+
+CREATE VIEW merchant_yearly_usage AS
+ SELECT merchant_capacity_slots.merchant_id,
+    merchant_capacity_slots.perk_code,
+    merchant_capacity_slots.year,
+    sum(merchant_capacity_slots.used)::integer AS used
+   FROM merchant_capacity_slots
+  GROUP BY merchant_capacity_slots.merchant_id, merchant_capacity_slots.perk_code, merchant_capacity_slots.year;
 
 CREATE VIEW owed_voids AS
  SELECT r.id,
@@ -496,11 +554,31 @@ CREATE VIEW owed_voids AS
 -- Functions (bodies in their migrations):
 --   audit_log_is_append_only() RETURNS trigger
 --   iso_utc(instant timestamp with time zone) RETURNS text
+--   perks_capacity_changed() RETURNS trigger
+--   perks_decide(p_client uuid, p_perk text, p_year integer, p_month integer, p_today date) RETURNS TABLE(perk text, refusal text, grant_id uuid, entitled boolean, usable_by_tier boolean, yearly_quota integer, monthly_cap integer, used integer, used_this_month integer)
+--   perks_give_back(p_client uuid, p_perk text, p_year integer, p_month integer, p_grant uuid) RETURNS void
+--   perks_give_back_capacity(p_merchant uuid, p_perk text, p_year integer) RETURNS boolean
+--   perks_mask_name(name text) RETURNS text
+--   perks_redeem(p_actor uuid, p_username text, p_role text, p_generation integer, p_merchant uuid, p_own_store uuid, p_store uuid, p_voucher text, p_token_deadline timestamp with time zone, p_leeway interval, p_now timestamp with time zone, p_year integer, p_month integer, p_today date, p_rate_limit integer, p_key text, p_hash bytea, p_key_window interval, p_scan boolean) RETURNS TABLE(status integer, code text, body jsonb, replayed boolean)
+--   perks_redeem_decision(p_actor uuid, p_username text, p_role text, p_merchant uuid, p_own_store uuid, p_store uuid, p_voucher text, p_token_deadline timestamp with time zone, p_leeway interval, p_now timestamp with time zone, p_year integer, p_month integer, p_today date, p_key text, p_hash bytea, p_key_window interval, p_scan boolean) RETURNS TABLE(status integer, code text, body jsonb, replayed boolean)
+--   perks_refusal_status(code text) RETURNS integer
+--   perks_remaining(p_limit integer, p_used integer) RETURNS integer
+--   perks_rfc3339(at timestamp with time zone) RETURNS text
+--   perks_slot_count(capacity integer) RETURNS integer
+--   perks_slot_share(capacity integer, slot integer) RETURNS integer
+--   perks_spread_slots(p_merchant uuid, p_perk text, p_year integer, p_total integer) RETURNS void
+--   perks_take_capacity(p_merchant uuid, p_perk text, p_year integer, p_capacity integer) RETURNS integer
+--   perks_take_grant(p_client uuid, p_perk text, p_today date) RETURNS uuid
+--   perks_take_tier(p_client uuid, p_perk text, p_year integer, p_month integer, p_quota integer, p_cap integer, OUT used integer, OUT refusal text) RETURNS record
+--   perks_usage_view_insert() RETURNS trigger
+--   perks_void(p_redemption uuid, p_actor uuid, p_username text, p_role text, p_merchant uuid, p_as_bank boolean, p_reason text, p_now timestamp with time zone, p_window interval) RETURNS TABLE(code text, body jsonb)
 --   statement_is_final() RETURNS trigger
 --   tier_history_is_append_only() RETURNS trigger
 
+CREATE TRIGGER agreements_capacity_changed AFTER UPDATE OF yearly_capacity ON public.agreements FOR EACH ROW WHEN ((old.yearly_capacity IS DISTINCT FROM new.yearly_capacity)) EXECUTE FUNCTION perks_capacity_changed();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();
 CREATE TRIGGER audit_log_no_update BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
+CREATE TRIGGER merchant_yearly_usage_insert INSTEAD OF INSERT ON public.merchant_yearly_usage FOR EACH ROW EXECUTE FUNCTION perks_usage_view_insert();
 CREATE TRIGGER statement_adjustments_final BEFORE DELETE OR UPDATE ON public.statement_adjustments FOR EACH ROW EXECUTE FUNCTION statement_is_final();
 CREATE TRIGGER statement_adjustments_no_truncate BEFORE TRUNCATE ON public.statement_adjustments FOR EACH STATEMENT EXECUTE FUNCTION statement_is_final();
 CREATE TRIGGER statement_exclusions_final BEFORE DELETE OR UPDATE ON public.statement_exclusions FOR EACH ROW EXECUTE FUNCTION statement_is_final();
