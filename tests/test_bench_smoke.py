@@ -28,7 +28,12 @@ async def test_invariants_hold_after_real_redemptions(api, database_url):
 
 async def test_a_counter_off_its_redemptions_is_caught(api, db, database_url):
     prog = await redeemed_once(api)
-    await db.execute("UPDATE merchant_yearly_usage SET used = used + 1 WHERE merchant_id = $1", prog["merchant"])
+    # The merchant's counter is split into slot rows (merchant_yearly_usage is their sum): move one of them.
+    await db.execute(
+        "UPDATE merchant_capacity_slots SET used = used + 1 WHERE ctid = "
+        "(SELECT ctid FROM merchant_capacity_slots WHERE merchant_id = $1 LIMIT 1)",
+        prog["merchant"],
+    )
     assert await bench_tools.broken_invariants(database_url) == {"merchant yearly counters off their redemptions": 1}
 
 

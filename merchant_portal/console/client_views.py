@@ -21,6 +21,7 @@ from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
 from perks.clients import search
 from perks.clients import service as clients
+from perks.core.appkeys import CONFIG
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
@@ -158,4 +159,4 @@ async def wallet_link(request: web.Request) -> web.Response:
     client_id = parse_id(request.match_info["client_id"])
     async with connection(request) as conn:
         token, expires_at = await wallet_links.mint(conn, actor, client_id, now_of(request))
-    return await _show(request, link={"url": wallet_links.link_url(request, token), "expires_at": expires_at})
+    return await _show(request, link={"url": wallet_links.link_url(request.config_dict[CONFIG], token), "expires_at": expires_at})

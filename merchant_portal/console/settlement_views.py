@@ -24,7 +24,7 @@ from perks.redemption.routes import VoidRequest
 from perks.redemption.voids import void
 from perks.settlement import settlements, statements
 from perks.settlement.periods import Month
-from perks.settlement.statement_routes import statement_csv
+from perks.settlement.csvout import statement_csv
 
 routes = web.RouteTableDef()
 
@@ -73,7 +73,7 @@ async def _statement(request: web.Request, *, errors: dict[str, str] | None = No
 
 
 @routes.get("/settlement/{merchant_id}/{month}/csv")
-@endpoint(produces="text/csv", tag="console")
+@endpoint(produces="text/csv", errors=("not_found",), tag="console")
 async def statement_download(request: web.Request) -> web.StreamResponse:
     """The statement as the API's CSV (UTF-8 with a byte-order mark, CRLF, a `total` row)."""
     reader(request)

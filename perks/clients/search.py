@@ -11,7 +11,7 @@ from perks.core.pagination import time_id_after
 
 # $1 exact reference, $2 phone tail (digits), $3 part of the name; oldest first, keyset on (created_at, id).
 SEARCH_CLIENTS = """
-SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until
+SELECT id, external_ref, name, phone, birthday, tier_code, status, created_at, updated_at, tier_override_until, tags
 FROM clients
 WHERE (external_ref = $1 OR ($2::text IS NOT NULL AND phone LIKE '%' || $2)
        OR ($3::text IS NOT NULL AND strpos(name, $3) > 0))

@@ -192,8 +192,8 @@ def _page_responses(path: str, method: str, spec: EndpointSpec) -> dict[str, Any
 
 
 def is_page(path: str, spec: EndpointSpec) -> bool:
-    """Whether the route is a page of the portal or the wallet (errors shown as pages)."""
-    return spec.produces == "text/html" and path.startswith(("/portal", "/wallet"))
+    """Whether the route is a page of the portal, the wallet or the console (errors shown as pages)."""
+    return spec.produces == "text/html" and path.startswith(("/portal", "/wallet", "/console"))
 
 
 def _operation(method: str, path: str, spec: EndpointSpec, schemas: _Schemas, error_schema: dict[str, Any]) -> dict[str, Any]:

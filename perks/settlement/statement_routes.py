@@ -15,7 +15,7 @@ from perks.core.fields import MONTH_PATTERN
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.settlement import settlements, statements
-from perks.settlement.csvout import FormatQuery, csv_response, dict_rows
+from perks.settlement.csvout import FormatQuery, csv_response, dict_rows, statement_csv
 from perks.settlement.periods import Month
 
 routes = web.RouteTableDef()
@@ -78,32 +78,12 @@ class SettlementView(BaseModel):
 TOTAL_COLUMNS = ("redeemed_count", "redeemed_fen", "adjustment_count", "adjustment_fen", "count", "amount_fen")
 SETTLEMENT_COLUMNS = ("merchant_id", "merchant_name", "status", "finalized_at") + TOTAL_COLUMNS
 # Months as a year and a month number: a spreadsheet turns a cell like `2026-05` into a date.
-STATEMENT_CSV_COLUMNS = (
-    "merchant_name", "year", "month", "status", "kind", "store_id", "store_name", "perk", "perk_name", "source_year",
-    "source_month", "unit_price_fen", "count", "amount_fen",
-)
 
 
 def _month(request: web.Request) -> Month:
     return Month.parse(request.match_info["month"])
 
 
-def statement_csv(statement: dict[str, Any]) -> web.Response:
-    """A statement as CSV: one row per line, then a `total` row with the net count and amount."""
-    month = Month.parse(statement["month"])
-    prefix = [statement["merchant_name"], month.year, month.month, statement["status"]]
-    rows = []
-    for line in statement["lines"]:
-        source = Month.parse(line["source_month"]) if line["source_month"] else None
-        rows.append(prefix + [
-            line["kind"], line["store_id"], line["store_name"], line["perk"], line["perk_name"],
-            source.year if source else None, source.month if source else None,
-            line["unit_price_fen"], line["count"], line["amount_fen"],
-        ])
-    totals = statement["totals"]
-    rows.append(prefix + ["total", *[None] * 7, totals["count"], totals["amount_fen"]])
-    filename = f"statement-{statement['merchant_id']}-{month}.csv"
-    return csv_response(filename, STATEMENT_CSV_COLUMNS, rows)
 
 
 @routes.get("/api/v1/merchants/{merchant_id}/statements/{month}")
