@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import asyncpg
 
+from perks.quotas import invariants as quota_invariants
+
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 PSQL = "/usr/lib/postgresql/15/bin/psql"
 WRK_THREADS = 2
@@ -217,58 +219,13 @@ def run_pgbench(db_url: str, kind: str, *, seconds: float, clients: int = 16) ->
 
 # ---- the counter invariants -------------------------------------------------------------------------------------
 
-# Counters summed per key, so that the check holds whether a counter is one row or split into slot rows.
-# Each counter against its redemptions not voided (both ways), and against its limit.
-INVARIANTS = {
-    "vouchers redeemed more than once": """
-        SELECT count(*) FROM (SELECT voucher_id FROM redemptions GROUP BY 1 HAVING count(*) > 1) t""",
-    "client yearly counters off their redemptions": """
-        SELECT count(*) FROM (SELECT client_id, perk_code, year, sum(used) AS used FROM client_yearly_usage
-                              GROUP BY 1, 2, 3) u
-        FULL JOIN (SELECT client_id, perk_code, quota_year AS year, count(*) AS n FROM redemptions
-                   WHERE status = 'redeemed' GROUP BY 1, 2, 3) r USING (client_id, perk_code, year)
-        WHERE COALESCE(u.used, 0) <> COALESCE(r.n, 0)""",
-    "client monthly counters off their redemptions": """
-        SELECT count(*) FROM (SELECT client_id, perk_code, year, month, sum(used) AS used FROM client_monthly_usage
-                              GROUP BY 1, 2, 3, 4) u
-        FULL JOIN (SELECT client_id, perk_code, quota_year AS year, quota_month AS month, count(*) AS n
-                   FROM redemptions WHERE status = 'redeemed' GROUP BY 1, 2, 3, 4) r
-             USING (client_id, perk_code, year, month)
-        WHERE COALESCE(u.used, 0) <> COALESCE(r.n, 0)""",
-    "merchant yearly counters off their redemptions": """
-        SELECT count(*) FROM (SELECT merchant_id, perk_code, year, sum(used) AS used FROM merchant_yearly_usage
-                              GROUP BY 1, 2, 3) u
-        FULL JOIN (SELECT merchant_id, perk_code, quota_year AS year, count(*) AS n FROM redemptions
-                   WHERE status = 'redeemed' GROUP BY 1, 2, 3) r USING (merchant_id, perk_code, year)
-        WHERE COALESCE(u.used, 0) <> COALESCE(r.n, 0)""",
-    "client quotas passed": """
-        SELECT count(*) FROM (SELECT client_id, perk_code, sum(used) AS used FROM client_yearly_usage
-                              GROUP BY client_id, perk_code, year) u
-        JOIN clients c ON c.id = u.client_id
-        JOIN entitlements e ON e.tier_code = c.tier_code AND e.perk_code = u.perk_code
-        WHERE e.yearly_quota IS NOT NULL AND u.used > e.yearly_quota""",
-    "client monthly caps passed": """
-        SELECT count(*) FROM (SELECT client_id, perk_code, sum(used) AS used FROM client_monthly_usage
-                              GROUP BY client_id, perk_code, year, month) u
-        JOIN clients c ON c.id = u.client_id
-        JOIN entitlements e ON e.tier_code = c.tier_code AND e.perk_code = u.perk_code
-        WHERE e.monthly_cap IS NOT NULL AND u.used > e.monthly_cap""",
-    "merchant capacities passed": """
-        SELECT count(*) FROM (SELECT merchant_id, perk_code, sum(used) AS used FROM merchant_yearly_usage
-                              GROUP BY merchant_id, perk_code, year) u
-        JOIN agreements a ON a.merchant_id = u.merchant_id AND a.perk_code = u.perk_code
-        WHERE a.yearly_capacity IS NOT NULL AND u.used > a.yearly_capacity""",
-}
-
-
 async def broken_invariants(db_url: str) -> dict[str, int]:
-    """Each invariant that does not hold, with how many rows break it (empty: all hold)."""
+    """Each invariant that does not hold, with how many rows break it (empty: all hold): the service's own check."""
     conn = await asyncpg.connect(db_url)
     try:
-        found = {name: await conn.fetchval(query) for name, query in INVARIANTS.items()}
+        return await quota_invariants.broken_invariants(conn)
     finally:
         await conn.close()
-    return {name: count for name, count in found.items() if count}
 
 
 async def fetch_value(db_url: str, query: str, *args: Any) -> Any:

@@ -29,7 +29,7 @@ its grant, or to the tier's counters; and one unit of the merchant's capacity (:
 
 from perks.quotas.counters import CAPACITY_SLOTS, remaining
 from perks.quotas.decision import Entitlement, decision, entitlements
-from perks.quotas.invariants import mismatched_counters, over_limits
+from perks.quotas.invariants import broken_invariants, mismatched_counters, over_limits, twice_redeemed
 from perks.quotas.periods import Period, birthday_window, period, quota_period
 
 __all__ = [
@@ -39,8 +39,10 @@ __all__ = [
     "birthday_window",
     "decision",
     "entitlements",
+    "broken_invariants",
     "mismatched_counters",
     "over_limits",
+    "twice_redeemed",
     "period",
     "quota_period",
     "remaining",

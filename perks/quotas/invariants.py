@@ -68,3 +68,30 @@ async def mismatched_counters(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 async def over_limits(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     """Every counter above its current limit (none, unless a limit was lowered after use)."""
     return [dict(row) for row in await conn.fetch(SELECT_OVER_LIMITS)]
+
+
+# The UNIQUE voucher_id makes this impossible; the check says so after every load, without trusting the constraint.
+SELECT_TWICE_REDEEMED = "SELECT voucher_id FROM redemptions GROUP BY voucher_id HAVING count(*) > 1"
+
+
+async def twice_redeemed(conn: asyncpg.Connection) -> list[str]:
+    """Every voucher with more than one redemption (none, ever)."""
+    return [row["voucher_id"] for row in await conn.fetch(SELECT_TWICE_REDEEMED)]
+
+
+async def broken_invariants(conn: asyncpg.Connection) -> dict[str, int]:
+    """Each invariant that does not hold, named, with how many rows break it; empty when all hold.
+
+    The one check the tests, the benchmark and the fault runs share: counters against their redemptions, counters
+    against their limits, and vouchers redeemed more than once."""
+    found: dict[str, int] = {}
+    for row in await mismatched_counters(conn):
+        name = f"{row['counter']} counters off their redemptions"
+        found[name] = found.get(name, 0) + 1
+    for row in await over_limits(conn):
+        name = f"{row['counter']} counters over their limit"
+        found[name] = found.get(name, 0) + 1
+    twice = await twice_redeemed(conn)
+    if twice:
+        found["vouchers redeemed more than once"] = len(twice)
+    return found
