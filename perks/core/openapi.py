@@ -192,8 +192,9 @@ def _page_responses(path: str, method: str, spec: EndpointSpec) -> dict[str, Any
 
 
 def is_page(path: str, spec: EndpointSpec) -> bool:
-    """Whether the route is a page of the portal, the wallet or the console (errors shown as pages)."""
-    return spec.produces == "text/html" and path.startswith(("/portal", "/wallet", "/console"))
+    """Whether the route is a page of the portal, the wallet or the console (errors shown as pages), or a download
+    there (a CSV), which without a session redirects to the login page as the pages do."""
+    return spec.produces in ("text/html", "text/csv") and path.startswith(("/portal", "/wallet", "/console"))
 
 
 def _operation(method: str, path: str, spec: EndpointSpec, schemas: _Schemas, error_schema: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +232,9 @@ def _operation(method: str, path: str, spec: EndpointSpec, schemas: _Schemas, er
             success["content"][media_type] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(spec.status): success}
     if is_page(path, spec):
+        if spec.produces != "text/html" and "content" in success:
+            # A download: without a session it redirects to the login page, an HTML page, as the pages do.
+            success["content"]["text/html"] = {"schema": {"type": "string"}}
         responses.update(_page_responses(path, method, spec))
     else:
         responses.update(_error_responses(spec, error_schema))
