@@ -202,6 +202,7 @@ def print_welcome(summary: DemoSummary, host: str, port: int) -> None:
     print(f"perks demo: {summary.clients} clients, {len(MERCHANTS)} merchants in {TOWN}")
     print(f"  API documentation  {base}/api/docs")
     print(f"  merchant portal    {base}/portal/   (log in as cashier1 / perks-demo-cashier)")
+    print(f"  staff console      {base}/console/  (log in as admin / perks-demo-admin)")
     print(f"  client wallet      mint a one-time link: POST {base}/api/v1/clients/{summary.first_client_id}/wallet-links (as admin)")
     print("  logins:")
     for username, password, what in summary.logins:
