@@ -554,8 +554,7 @@ CREATE VIEW owed_voids (
 --   perks_give_back(p_client uuid, p_perk text, p_year integer, p_month integer, p_grant uuid) RETURNS void
 --   perks_give_back_capacity(p_merchant uuid, p_perk text, p_year integer) RETURNS boolean
 --   perks_mask_name(name text) RETURNS text
---   perks_redeem(p_actor uuid, p_username text, p_role text, p_generation integer, p_merchant uuid, p_own_store uuid, p_store uuid, p_voucher text, p_token_deadline timestamp with time zone, p_leeway interval, p_now timestamp with time zone, p_year integer, p_month integer, p_today date, p_rate_limit integer, p_key text, p_hash bytea, p_key_window interval, p_scan boolean) RETURNS TABLE(status integer, code text, body jsonb, replayed boolean)
---   perks_redeem_decision(p_actor uuid, p_username text, p_role text, p_merchant uuid, p_own_store uuid, p_store uuid, p_voucher text, p_token_deadline timestamp with time zone, p_leeway interval, p_now timestamp with time zone, p_year integer, p_month integer, p_today date, p_key text, p_hash bytea, p_key_window interval, p_scan boolean) RETURNS TABLE(status integer, code text, body jsonb, replayed boolean)
+--   perks_redeem(p_actor uuid, p_username text, p_role text, p_generation integer, p_merchant uuid, p_own_store uuid, p_store uuid, p_voucher text, p_token_deadline timestamp with time zone, p_leeway interval, p_now timestamp with time zone, p_year integer, p_month integer, p_today date, p_rate_limit integer, p_key text, p_hash bytea, p_key_window interval, p_scan boolean, OUT status integer, OUT code text, OUT body jsonb, OUT replayed boolean) RETURNS record
 --   perks_refusal_status(code text) RETURNS integer
 --   perks_remaining(p_limit integer, p_used integer) RETURNS integer
 --   perks_rfc3339(at timestamp with time zone) RETURNS text

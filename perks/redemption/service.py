@@ -2,7 +2,7 @@
 
 The public face of the capability: the HTTP routes and the merchant portal call these functions and nothing
 deeper. Scan and redeem are decided in ONE round trip to the database, by the server-side function
-``perks_redeem`` (migration 0009): the acting user's session, the terminal's rate, the store, the idempotency key,
+``perks_redeem`` (migrations 0009 and 0011): the acting user's session, the terminal's rate, the store, the idempotency key,
 the contract's refusal table in order, the redemption row, the conditional counter moves (tier or grant, then the
 merchant's capacity slots), the audit entry, the ``redemption.created`` event and the key's record. Only the
 voucher's signature is checked here first (the key ring lives in Python).
