@@ -258,7 +258,12 @@ def _serve_on(sock: socket.socket, ready: Any, certfile: str | None, keyfile: st
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop when it is installed (faster sockets and timers), else asyncio's."""
+    """uvloop's event loop when it is installed (faster sockets and timers), else asyncio's (also while the loop's
+    callbacks are probed, which only asyncio's loop allows)."""
+    from perks.core.looplag import callbacks_probed
+
+    if callbacks_probed():
+        return asyncio.new_event_loop()
     try:
         import uvloop
     except ImportError:

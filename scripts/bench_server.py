@@ -95,10 +95,11 @@ def server_env(db_url: str, pool: int | None) -> dict[str, str]:
     return env
 
 
-def start_server(db_url: str, workers: int, pool: int | None) -> Server:
-    """Serve the product on a free port of 127.0.0.1 with ``workers`` worker processes."""
+def start_server(db_url: str, workers: int, pool: int | None, env: dict[str, str] | None = None) -> Server:
+    """Serve the product on a free port of 127.0.0.1 with ``workers`` worker processes (in ``env``, when given:
+    a restart with the same secret keeps every session valid)."""
     port = free_port()
-    env = server_env(db_url, pool)
+    env = dict(env) if env is not None else server_env(db_url, pool)
     command = [*perks_command(), "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, env=env, start_new_session=True)
     return Server(process, f"http://127.0.0.1:{port}", env)

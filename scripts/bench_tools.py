@@ -241,6 +241,7 @@ async def fetch_value(db_url: str, query: str, *args: Any) -> Any:
 
 LAG_METRIC = "perks_event_loop_lag_seconds"
 HELD_METRIC = "perks_event_loop_held_seconds"
+CALLBACK_METRIC = "perks_event_loop_callback_cpu_seconds"
 
 
 def lag_buckets(metrics_text: str, metric: str = LAG_METRIC) -> dict[float, float]:

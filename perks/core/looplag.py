@@ -5,15 +5,23 @@ Exported as the histogram ``perks_event_loop_lag_seconds`` (every wake-up) and t
 ``perks_event_loop_lag_max_seconds`` (the worst wake-up of the last ten seconds; the worst worker's when several
 run). A wake-up is also late when the machine's cores are all busy elsewhere and the loop's thread waits for one;
 ``perks_event_loop_held_seconds`` counts only the part of the lateness that the loop's thread spent on a core
-(at most the CPU time it used meanwhile): that part is the loop being held by its own work."""
+(at most the CPU time it used meanwhile): that part is the loop being held by its own work.
+
+Lateness still mixes two things: one piece of work that holds the loop (a hash or an image rendered on it), and
+many short ones queued in the same turn of a busy loop. With ``PERKS_LOOP_PROBE=callbacks`` (a diagnostic, used by
+``scripts/bench``) every callback the loop runs -- a task's step, a protocol's ``data_received`` -- is timed on its
+own, as the CPU time its thread spent in it, into ``perks_event_loop_callback_cpu_seconds``: the longest is how long
+the loop was ever blocked. asyncio's own loop runs then, since uvloop's callbacks cannot be timed from Python; the
+code on the loop is the same."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from aiohttp import web
 from prometheus_client import Gauge, Histogram
@@ -22,6 +30,8 @@ from perks.core.appkeys import METRICS
 
 INTERVAL_SECONDS = 0.01
 WINDOW_SECONDS = 10
+PROBE_ENV = "PERKS_LOOP_PROBE"
+CALLBACK_METRIC = "perks_event_loop_callback_cpu_seconds"
 # Fine steps up to the 5 ms that a request's work may hold the loop at most, coarse ones beyond.
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -47,6 +57,30 @@ async def watch_loop(histogram: Histogram, held: Histogram, gauge: Gauge) -> Non
             gauge.set(max(maxima))
 
 
+def callbacks_probed() -> bool:
+    """Whether this process times every callback of its loop (``PERKS_LOOP_PROBE=callbacks``)."""
+    return os.environ.get(PROBE_ENV, "") == "callbacks"
+
+
+@contextlib.contextmanager
+def timed_callbacks(histogram: Histogram) -> Iterator[None]:
+    """While inside, observe the thread CPU time of every callback that asyncio's loop runs."""
+    original = asyncio.events.Handle._run
+
+    def run_timed(handle: asyncio.events.Handle) -> None:
+        started = time.thread_time()
+        try:
+            original(handle)
+        finally:
+            histogram.observe(time.thread_time() - started)
+
+    asyncio.events.Handle._run = run_timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
+
 async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the timer task while the application serves."""
     registry = app[METRICS].registry
@@ -57,7 +91,12 @@ async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
     gauge = Gauge("perks_event_loop_lag_max_seconds", "The event loop's worst lateness over the last 10 s.",
                   registry=registry, multiprocess_mode="livemax")
     task = asyncio.create_task(watch_loop(histogram, held, gauge))
-    yield
+    with contextlib.ExitStack() as probe:
+        if callbacks_probed():
+            callbacks = Histogram(CALLBACK_METRIC, "CPU time of each callback the event loop ran (probe).",
+                                  buckets=BUCKETS, registry=registry)
+            probe.enter_context(timed_callbacks(callbacks))
+        yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
