@@ -15,7 +15,7 @@ from perks.core.endpoint import endpoint
 from perks.core.errors import Forbidden
 from perks.merchants import service as merchants
 from perks.quotas import quota_period
-from perks.settlement.feedback import merchant_rating
+from perks.feedback.service import merchant_rating
 
 routes = web.RouteTableDef()
 
