@@ -24,7 +24,7 @@ from perks.redemption.routes import VoidRequest
 from perks.redemption.voids import void
 from perks.settlement import service as settlement
 from perks.settlement.periods import Month
-from perks.settlement.csvout import statement_csv
+from perks.settlement.statement_csv import statement_csv
 
 routes = web.RouteTableDef()
 

@@ -15,10 +15,10 @@ from pydantic import AwareDatetime, Field, ValidationError
 from perks.audit import service as audit
 from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
+from perks.core.batches import Problems
 from perks.core.errors import BadRequest, NotFound
 from perks.core.fields import Code
 from perks.core.validation import Body, field_errors
-from perks.points.csvio import Problems
 from perks.points.window import points_window
 
 EVENT_COLUMNS = ("event_ref", "client_external_ref", "source", "amount_fen", "occurred_at")

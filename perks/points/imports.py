@@ -12,12 +12,12 @@ from pydantic import Field, ValidationError
 from perks.clients.fields import Birthday, ClientName, ExternalRef, Phone
 from perks.clients.service import CLIENT_CONSTRAINTS, EARLIEST_BIRTHDAY
 from perks.core.auth import Principal
+from perks.core.batches import Problems
 from perks.core.errors import BadRequest
 from perks.core.fields import Code
 from perks.core.updates import constraint_errors
 from perks.core.validation import Body
 from perks.events.service import CHANNEL as EVENTS_CHANNEL
-from perks.points.csvio import Problems
 
 REQUIRED_COLUMNS = ("external_ref", "name")
 OPTIONAL_COLUMNS = ("phone", "birthday", "tier", "tags")

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from perks.catalogue.routes import READERS, WRITERS
 from perks.clients.routes import bank_today
 from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.batches import Problems
+from perks.core.csvfiles import csv_records, utf8_lines
 from perks.core.endpoint import Handler, endpoint, principal_of, spec_of
 from perks.core.errors import ApiError, BadRequest
 from perks.core.fields import Code, cursor_value
@@ -23,7 +25,6 @@ from perks.core.pagination import PageQuery, page
 from perks.core.schemas import Page
 from perks.core.validation import Body, validate
 from perks.points import evaluation, events, imports, rules
-from perks.points.csvio import Problems, csv_records, utf8_lines
 
 routes = web.RouteTableDef()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -15,8 +15,9 @@ from perks.core.fields import MONTH_PATTERN
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.settlement import service
-from perks.settlement.csvout import FormatQuery, csv_response, dict_rows, statement_csv
+from perks.core.csvfiles import FormatQuery, csv_response, dict_rows
 from perks.settlement.periods import Month
+from perks.settlement.statement_csv import statement_csv
 
 routes = web.RouteTableDef()
 
