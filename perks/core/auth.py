@@ -20,6 +20,8 @@ SESSION_ISSUER = "perks"
 SESSION_ALGORITHM = "HS256"
 
 STAFF_ROLES = frozenset({"admin", "operator", "auditor"})
+# The staff who change the programme and its clients (an auditor only reads).
+STAFF_WRITERS = frozenset({"admin", "operator"})
 MERCHANT_ROLES = frozenset({"manager", "cashier"})
 ALL_ROLES = STAFF_ROLES | MERCHANT_ROLES | {"client"}
 

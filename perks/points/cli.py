@@ -13,13 +13,14 @@ from typing import Any, Awaitable, Callable, TextIO
 import asyncpg
 from tqdm import tqdm
 
+from perks.clients import imports
 from perks.core.auth import SYSTEM
 from perks.core.batches import BatchRejected, Problems
 from perks.core.clock import Clock
 from perks.core.config import Config
 from perks.core.csvfiles import csv_records, utf8_lines
 from perks.core.errors import ApiError
-from perks.points import evaluation, events, imports
+from perks.points import evaluation, events
 
 
 def register(subparsers: Any) -> None:
