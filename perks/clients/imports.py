@@ -15,6 +15,7 @@ from perks.clients.service import CLIENT_CONSTRAINTS, EARLIEST_BIRTHDAY
 from perks.clients.tiers import record_tier_changes
 from perks.core.auth import Principal
 from perks.core.batches import Problems
+from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
 from perks.core.errors import BadRequest
 from perks.core.fields import CODE_PATTERN, Code
 from perks.core.updates import constraint_errors
@@ -23,9 +24,6 @@ from perks.events.service import CHANNEL as EVENTS_CHANNEL
 
 REQUIRED_COLUMNS = ("external_ref", "name")
 OPTIONAL_COLUMNS = ("phone", "birthday", "tier", "tags")
-COPY_CHUNK = 20_000
-# A file of a million clients takes longer than the pool's 30-second command timeout allows a request.
-BULK_TIMEOUT_SECONDS = 600
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _TAG = re.compile(CODE_PATTERN)
 
@@ -191,24 +189,6 @@ SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT cr
 """
 
 
-async def _stage(conn: asyncpg.Connection, records: Iterable[Record], on_copied: Callable[[int], Any] | None) -> int:
-    staged = 0
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= COPY_CHUNK:
-            await conn.copy_records_to_table("client_stage", records=chunk, columns=STAGE_COLUMNS)
-            staged, chunk = staged + len(chunk), []
-            if on_copied:
-                on_copied(COPY_CHUNK)
-    if chunk:
-        await conn.copy_records_to_table("client_stage", records=chunk, columns=STAGE_COLUMNS)
-        staged += len(chunk)
-        if on_copied:
-            on_copied(len(chunk))
-    return staged
-
-
 async def import_clients(
     conn: asyncpg.Connection,
     actor: Principal,
@@ -230,7 +210,7 @@ async def import_clients(
     async with conn.transaction():
         await conn.execute("SET LOCAL work_mem = '128MB'")
         await conn.execute(CREATE_STAGE)
-        received = await _stage(conn, records, on_copied)
+        received = await copy_in_chunks(conn, "client_stage", STAGE_COLUMNS, records, on_copied)
         phase("checking")
         for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
             problems.add(row["position"], "tier", "no such tier")

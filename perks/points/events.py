@@ -16,6 +16,7 @@ from perks.audit import service as audit
 from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
 from perks.core.batches import Problems
+from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
 from perks.core.errors import BadRequest, NotFound
 from perks.core.fields import Code
 from perks.core.validation import Body, field_errors
@@ -24,9 +25,6 @@ from perks.points.window import points_window
 EVENT_COLUMNS = ("event_ref", "client_external_ref", "source", "amount_fen", "occurred_at")
 MAX_EVENTS_PER_REQUEST = 10_000
 MAX_AMOUNT_FEN = 10**14  # a trillion yuan: far beyond any one contribution, and points still fit a bigint
-COPY_CHUNK = 20_000
-# A file of millions of events takes longer than the pool's 30-second command timeout allows a request.
-BULK_TIMEOUT_SECONDS = 600
 
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 # pydantic would also take a bare number as a Unix time; a file must say the time the way people read it.
@@ -192,25 +190,6 @@ FROM (
 """
 
 
-async def _stage(conn: asyncpg.Connection, records: Iterable[Record], on_copied: Callable[[int], Any] | None) -> int:
-    staged = 0
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= COPY_CHUNK:
-            await conn.copy_records_to_table("points_stage", records=chunk, columns=STAGE_COLUMNS)
-            staged += len(chunk)
-            if on_copied:
-                on_copied(len(chunk))
-            chunk = []
-    if chunk:
-        await conn.copy_records_to_table("points_stage", records=chunk, columns=STAGE_COLUMNS)
-        staged += len(chunk)
-        if on_copied:
-            on_copied(len(chunk))
-    return staged
-
-
 async def _known_events(conn: asyncpg.Connection, batch_id: UUID, problems: Problems) -> int:
     """How many staged events are already recorded with the same data; those recorded with other data are problems."""
     row = await conn.fetchrow(KNOWN_EVENTS, batch_id, timeout=BULK_TIMEOUT_SECONDS)
@@ -243,7 +222,7 @@ async def ingest_events(
         # Large files join and group millions of staged rows: let that happen in memory.
         await conn.execute("SET LOCAL work_mem = '128MB'")
         await conn.execute(CREATE_STAGE)
-        received = await _stage(conn, records, on_copied)
+        received = await copy_in_chunks(conn, "points_stage", STAGE_COLUMNS, records, on_copied)
         phase("checking")
         for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
             problems.add(row["position"], row["field"], row["reason"])
