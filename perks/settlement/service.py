@@ -29,15 +29,26 @@ from perks.core.auth import Principal
 from perks.core.errors import Conflict, NotFound
 from perks.settlement.periods import Month
 
-# The finalized months immediately before month ($2, $3), with no open month between them and it.
-LIVE_LINES = """
-WITH run AS (
-    SELECT year, month
-    FROM (SELECT year, month, row_number() OVER (ORDER BY year DESC, month DESC) AS back
+
+
+def finalized_run(year: str, month: str, merchant_id: str | None = None) -> str:
+    """The SQL of the run of finalized months right before a month: those with no open month between them and it,
+    where the voids owed back to that month come from. ``year``, ``month`` and ``merchant_id`` are the query's
+    parameters (``"$2"``); without ``merchant_id``, every merchant's run. Rows: ``merchant_id, year, month``."""
+    merchant_only = f" AND merchant_id = {merchant_id}" if merchant_id else ""
+    return f"""
+    SELECT merchant_id, year, month
+    FROM (SELECT merchant_id, year, month,
+                 row_number() OVER (PARTITION BY merchant_id ORDER BY year DESC, month DESC) AS back
           FROM statements
-          WHERE merchant_id = $1 AND (year, month) < ($2, $3)) finalized
-    WHERE year * 12 + month = $2 * 12 + $3 - back
-),
+          WHERE (year, month) < ({year}, {month}){merchant_only}) finalized
+    WHERE year * 12 + month = {year} * 12 + {month} - back
+"""
+
+
+# The merchant's redemptions of month ($2, $3), and the voids owed back from the run before it.
+LIVE_LINES = """
+WITH run AS (""" + finalized_run("$2", "$3", merchant_id="$1") + """),
 lines AS (
     SELECT 'redemption' AS kind, r.store_id, r.perk_code, NULL::integer AS source_year,
            NULL::integer AS source_month, r.unit_price_fen, count(*)::integer AS count
@@ -168,13 +179,7 @@ WHERE merchant_id = $1 AND quota_year = $2 AND quota_month = $3 AND status = 'vo
 """
 # Exactly the owed voids that LIVE_LINES turned into adjustment lines (same snapshot, same run).
 INSERT_ADJUSTMENTS = """
-WITH run AS (
-    SELECT year, month
-    FROM (SELECT year, month, row_number() OVER (ORDER BY year DESC, month DESC) AS back
-          FROM statements
-          WHERE merchant_id = $1 AND (year, month) < ($2, $3)) finalized
-    WHERE year * 12 + month = $2 * 12 + $3 - back
-)
+WITH run AS (""" + finalized_run("$2", "$3", merchant_id="$1") + """)
 INSERT INTO statement_adjustments (redemption_id, statement_id)
 SELECT o.id, $4 FROM owed_voids o JOIN run ON o.quota_year = run.year AND o.quota_month = run.month
 WHERE o.merchant_id = $1
@@ -265,14 +270,7 @@ def _line_args(statement_id: UUID, line_no: int, row: Mapping[str, Any]) -> tupl
 # Every merchant: a finalized month from its snapshot, an open one computed as its statement would be (own
 # redemptions not voided, less the voids owed back from the run of finalized months right before it).
 SELECT_SETTLEMENTS = """
-WITH run AS (
-    SELECT merchant_id, year, month
-    FROM (SELECT merchant_id, year, month,
-                 row_number() OVER (PARTITION BY merchant_id ORDER BY year DESC, month DESC) AS back
-          FROM statements
-          WHERE (year, month) < ($1, $2)) finalized
-    WHERE year * 12 + month = $1 * 12 + $2 - back
-),
+WITH run AS (""" + finalized_run("$1", "$2") + """),
 own AS (
     SELECT merchant_id, count(*) AS n, sum(unit_price_fen)::bigint AS fen
     FROM redemptions
