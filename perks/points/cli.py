@@ -19,6 +19,7 @@ from perks.core.batches import BatchRejected, Problems
 from perks.core.clock import Clock
 from perks.core.config import Config
 from perks.core.csvfiles import csv_records, utf8_lines
+from perks.core.db import with_connection
 from perks.core.errors import ApiError
 from perks.points import evaluation, events
 
@@ -55,11 +56,7 @@ def _progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(config: Config, work: Callable[[asyncpg.Connection], Any]) -> Any:
-    from perks.cli import (
-        _with_connection,  # here, not at the top: perks.cli imports this module
-    )
-
-    return asyncio.run(_with_connection(config, work))
+    return asyncio.run(with_connection(config, work))
 
 
 def _report_rejection(exc: BatchRejected, path: Path, out: TextIO) -> None:
