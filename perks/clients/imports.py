@@ -16,6 +16,7 @@ from perks.clients.tiers import record_tier_changes
 from perks.core.auth import Principal
 from perks.core.batches import Problems
 from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
+from perks.core.csvfiles import good_rows
 from perks.core.errors import BadRequest
 from perks.core.fields import CODE_PATTERN, Code
 from perks.core.updates import constraint_errors
@@ -87,10 +88,7 @@ def csv_client(line: int, cells: Mapping[str, str], today: date, problems: Probl
 
 def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], today: date, problems: Problems) -> Iterator[Record]:
     """The good clients among CSV rows; the bad ones go to ``problems``."""
-    for line, cells in rows:
-        record = csv_client(line, cells, today, problems)
-        if record is not None:
-            yield record
+    return good_rows(rows, lambda line, cells: csv_client(line, cells, today, problems))
 
 
 CREATE_STAGE = """
@@ -214,10 +212,8 @@ async def import_clients(
         phase("checking")
         for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
             problems.add(row["position"], "tier", "no such tier")
-        for row in await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS):
-            first, *later = row["positions"]
-            for position in later:
-                problems.add(position, "external_ref", f"repeated: first at {problems.unit} {first}")
+        repeated = await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS)
+        problems.add_repeats((row["positions"] for row in repeated), "external_ref")
         if problems:
             raise problems.rejection()
         if received == 0:

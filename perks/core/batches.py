@@ -4,7 +4,7 @@ while the batch is read, and the one error that refuses it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from pydantic import ValidationError
 
@@ -75,6 +75,12 @@ class Problems:
         self.total += 1
         if len(self.kept) < MAX_REPORTED_PROBLEMS:
             self.kept.append(RowProblem(position, field, reason))
+
+    def add_repeats(self, groups: Iterable[Sequence[int]], field: str) -> None:
+        """Report the positions of each group (rows with one value that must be unique) but its first, naming it."""
+        for first, *later in groups:
+            for position in later:
+                self.add(position, field, f"repeated: first at {self.unit} {first}")
 
     def add_validation(self, position: int, exc: ValidationError) -> None:
         for field, reason in field_errors(exc).items():

@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, datetime
-from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 from aiohttp import web
 from pydantic import Field
 
 from perks.core.batches import Problems
 from perks.core.validation import Query
+
+T = TypeVar("T")
 
 # Excel takes a UTF-8 file for its local code page unless it starts with a byte-order mark.
 BOM = "\ufeff"
@@ -135,3 +137,14 @@ def csv_records(
             problems.add(first_line, "line", f"expected {len(columns)} fields, found {len(cells)}")
             continue
         yield first_line, dict(zip(columns, cells))
+
+
+def good_rows(
+    rows: Iterable[tuple[int, Mapping[str, str]]], read: Callable[[int, Mapping[str, str]], T | None]
+) -> Iterator[T]:
+    """What ``read`` makes of each ``(line number, cells)`` row, lazily; a row it refuses (``None``, having reported
+    why) is left out."""
+    for line, cells in rows:
+        record = read(line, cells)
+        if record is not None:
+            yield record

@@ -81,6 +81,14 @@ def _run_import(
     return None
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; if not, say so on stderr."""
+    if path.is_file():
+        return True
+    print(f"perks: {path}: no such file", file=sys.stderr)
+    return False
+
+
 def _read_bar(path: Path, args: argparse.Namespace, what: str) -> tqdm:
     return tqdm(
         total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {what}",
@@ -100,8 +108,7 @@ def _phase(bar: tqdm, what: str) -> Callable[[str], None]:
 def cmd_points_import(config: Config, args: argparse.Namespace) -> int:
     """``perks points import FILE``."""
     path: Path = args.file
-    if not path.is_file():
-        print(f"perks: {path}: no such file", file=sys.stderr)
+    if not _is_file(path):
         return 2
     started = time.monotonic()
     now = Clock().now()
@@ -141,8 +148,7 @@ def cmd_tiers_evaluate(config: Config, args: argparse.Namespace) -> int:
 def cmd_clients_import(config: Config, args: argparse.Namespace) -> int:
     """``perks clients import FILE``."""
     path: Path = args.file
-    if not path.is_file():
-        print(f"perks: {path}: no such file", file=sys.stderr)
+    if not _is_file(path):
         return 2
     started = time.monotonic()
     now = Clock().now()

@@ -17,6 +17,7 @@ from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
 from perks.core.batches import Problems
 from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
+from perks.core.csvfiles import good_rows
 from perks.core.errors import BadRequest, NotFound
 from perks.core.fields import Code
 from perks.core.validation import Body, field_errors
@@ -134,10 +135,7 @@ def csv_event(line: int, cells: Mapping[str, str], now: datetime, problems: Prob
 
 def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], now: datetime, problems: Problems) -> Iterator[Record]:
     """The good events among CSV rows; the bad ones go to ``problems``."""
-    for line, cells in rows:
-        record = csv_event(line, cells, now, problems)
-        if record is not None:
-            yield record
+    return good_rows(rows, lambda line, cells: csv_event(line, cells, now, problems))
 
 
 CREATE_STAGE = """
@@ -226,10 +224,8 @@ async def ingest_events(
         phase("checking")
         for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
             problems.add(row["position"], row["field"], row["reason"])
-        for row in await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS):
-            first, *later = row["positions"]
-            for position in later:
-                problems.add(position, "event_ref", f"repeated: first at {problems.unit} {first}")
+        repeated = await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS)
+        problems.add_repeats((row["positions"] for row in repeated), "event_ref")
         known = await _known_events(conn, batch_id, problems)
         if problems:
             raise problems.rejection()
