@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from perks.clients import tiers
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.batches import Problems
 from perks.core.auth import STAFF_ROLES as READERS
 from perks.core.auth import STAFF_WRITERS as WRITERS
+from perks.core.batches import Problems
 from perks.core.endpoint import Handler, endpoint, principal_of, read_capped, spec_of
 from perks.core.errors import BadRequest
 from perks.core.fields import Code, cursor_value

@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import ensure_merchant_scope
+from perks.core.csvfiles import FormatQuery, csv_response, dict_rows
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.fields import MONTH_PATTERN
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.settlement import service
-from perks.core.csvfiles import FormatQuery, csv_response, dict_rows
 from perks.settlement.periods import Month
 from perks.settlement.statement_csv import statement_csv
 
