@@ -13,9 +13,9 @@ from merchant_portal.today_views import perk_names
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.endpoint import endpoint
 from perks.core.errors import Forbidden
+from perks.feedback.service import merchant_rating
 from perks.merchants import service as merchants
 from perks.quotas import quota_period
-from perks.settlement.feedback import merchant_rating
 
 routes = web.RouteTableDef()
 

@@ -19,11 +19,13 @@ from perks.core.endpoint import SESSION_TOKENS
 from perks.core.metrics import Metrics
 from perks.core.middleware import errors, metrics, request_context
 from perks.events.routes import routes as event_routes
+from perks.feedback.routes import routes as feedback_routes
 from perks.grants.routes import routes as grant_routes
 from perks.housekeeping import housekeeping_ctx
 from perks.merchants.routes import routes as merchant_routes
 from perks.points.routes import routes as points_routes
 from perks.redemption.routes import routes as redemption_routes
+from perks.reports.routes import routes as report_routes
 from perks.settlement.routes import routes as settlement_routes
 from perks.vouchers.routes import routes as voucher_routes
 from perks.vouchers.setup import vouchers_ctx
@@ -56,6 +58,8 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
         redemption_routes,
         points_routes,
         settlement_routes,
+        feedback_routes,
+        report_routes,
         event_routes,
         webhook_routes,
         grant_routes,

@@ -9,12 +9,12 @@ import os
 import socket
 import sys
 import tempfile
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import asyncpg
 
 from perks.core.config import Config, ConfigError
-from perks.core.db import connect, resolve_database_url
+from perks.core.db import resolve_database_url, with_connection
 from perks.core.logs import setup_logging
 from perks.core.metrics import MULTIPROC_ENV
 from perks.core.migrate import migrate_url
@@ -90,16 +90,6 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
 
 
-async def _with_connection(config: Config, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-    url = await resolve_database_url(config)
-    await migrate_url(url)
-    conn = await connect(url)
-    try:
-        return await work(conn)
-    finally:
-        await conn.close()
-
-
 def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     """``perks migrate``."""
 
@@ -122,7 +112,7 @@ def cmd_staff_create(config: Config, args: argparse.Namespace) -> int:
         return await create_user(conn, SYSTEM, username=args.username, password=args.password, role=args.role)
 
     try:
-        user = asyncio.run(_with_connection(config, work))
+        user = asyncio.run(with_connection(config, work))
     except ApiError as exc:
         print(f"perks: cannot create {args.username!r}: {exc.message} {exc.details or ''}".rstrip(), file=sys.stderr)
         return 1
@@ -138,7 +128,7 @@ def cmd_keys_rotate(config: Config, args: argparse.Namespace) -> int:
         kid = await rotate_keys(conn, config, 0 if args.now else ROTATION_LEAD_SECONDS)
         return kid, await activation_of(conn, kid)
 
-    kid, activates_at = asyncio.run(_with_connection(config, work))
+    kid, activates_at = asyncio.run(with_connection(config, work))
     print(f"new signing key {kid}: published now, signing from {activates_at.isoformat()}")
     return 0
 
@@ -156,7 +146,7 @@ def cmd_secret_rotate(config: Config, args: argparse.Namespace) -> int:
         return 2
     new_config = dataclasses.replace(config, secret=new_secret)
     try:
-        count = asyncio.run(_with_connection(config, lambda conn: reencrypt_keys(conn, config, new_config)))
+        count = asyncio.run(with_connection(config, lambda conn: reencrypt_keys(conn, config, new_config)))
     except KeyDecryptionError as exc:
         print(f"perks: nothing changed: {exc}", file=sys.stderr)
         return 1
@@ -198,12 +188,12 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
 
     host = args.host or config.host
     port = args.port or config.port
-    summary = asyncio.run(_with_connection(config, lambda conn: seed_demo(conn, config, clients=args.clients)))
+    summary = asyncio.run(with_connection(config, lambda conn: seed_demo(conn, config, clients=args.clients)))
     print_welcome(summary, host, port)
     if args.webhook_receiver and not args.no_serve:
         from perks.demo_receiver import receiver_url, start_receiver, subscribe_receiver
 
-        secret = asyncio.run(_with_connection(config, lambda conn: subscribe_receiver(conn, config, args.webhook_receiver)))
+        secret = asyncio.run(with_connection(config, lambda conn: subscribe_receiver(conn, config, args.webhook_receiver)))
         start_receiver(args.webhook_receiver, secret)
         print(f"  webhook receiver   {receiver_url(args.webhook_receiver)} prints every event it verifies")
     if args.no_serve:

@@ -23,8 +23,7 @@ from perks.core.db import connect
 from perks.core.migrate import migrate_url
 from perks.points import evaluation
 from perks.settlement.periods import Month
-from perks.settlement.settlements import month_settlement
-from perks.settlement.statements import get_statement
+from perks.settlement.service import get_statement, month_settlement
 
 EVENTS_PER_CLIENT = 12
 BUSIEST_MONTH = """

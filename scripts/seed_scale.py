@@ -38,8 +38,8 @@ from perks.core.passwords import hash_password_sync
 from perks.merchants.service import merchant_usage
 from perks.points import evaluation, events, rules
 from perks.settlement.periods import Month
-from perks.settlement.reports import usage_report
-from perks.settlement.settlements import month_settlement
+from perks.reports.service import usage_report
+from perks.settlement.service import month_settlement
 from perks.vouchers.keys import ensure_active_key
 
 TIERS = [("basic", "普卡", 100, 0), ("silver", "银卡", 200, 10_000), ("gold", "金卡", 300, 40_000),

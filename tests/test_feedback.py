@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from perks.settlement.feedback import merchant_rating
+from perks.feedback.service import merchant_rating
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 REDEEMED_AT = datetime(2026, 3, 10, 11, 0, tzinfo=SHANGHAI)

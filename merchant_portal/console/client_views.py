@@ -21,13 +21,14 @@ from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
 from perks.clients import search
 from perks.clients import service as clients
+from perks.clients import tiers as client_tiers
 from perks.core.appkeys import CONFIG
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_id
 from perks.core.pagination import decode_cursor, page, time_id_key
-from perks.points import evaluation, events
+from perks.points import events
 from perks.privacy import mask_name
 from perks.redemption.queries import list_client_redemptions
 from perks.vouchers.service import client_entitlements
@@ -87,7 +88,7 @@ async def _show(request: web.Request, *, failed: str | None = None, errors: dict
         granted = await client_entitlements(conn, client_id, None, now, tz)
         redemptions = await list_client_redemptions(conn, client_id, cursor=request.query.get("cursor"),
                                                     limit=PAGE_SIZE)
-        history = await evaluation.tier_history(conn, client_id, None, 50)
+        history = await client_tiers.tier_history(conn, client_id, None, 50)
         tiers = await catalogue.list_tiers(conn, None, 1000)
     context = {
         "tab": "clients", "client": shown(actor, client), "points": points, "entitlements": granted,
@@ -123,14 +124,14 @@ async def tier_override(request: web.Request) -> web.Response:
     try:
         async with connection(request) as conn:
             if form.get("lift"):
-                await evaluation.clear_tier_override(conn, actor, client_id)
+                await client_tiers.clear_tier_override(conn, actor, client_id)
                 return _back(request, client_id, "override_lifted")
             tier = values["tier"] if isinstance(values["tier"], str) and values["tier"] else None
             try:
                 day = date.fromisoformat(str(values["until"]))
             except ValueError:
                 raise BadRequest({"tier_override_until": "Field required"}) from None
-            await evaluation.set_tier_override(conn, actor, client_id, tier, end_of_day(day, tz_of(request)),
+            await client_tiers.set_tier_override(conn, actor, client_id, tier, end_of_day(day, tz_of(request)),
                                                now=now_of(request))
     except (BadRequest, Conflict) as error:
         return await _failed(request, "override", error, values)

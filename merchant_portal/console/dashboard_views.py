@@ -12,7 +12,8 @@ from merchant_portal import charts
 from merchant_portal.console.common import connection, reader, this_year, tz_of, show
 from perks.catalogue import service as catalogue
 from perks.core.endpoint import endpoint
-from perks.settlement import anomalies, reports
+from perks.reports import anomalies
+from perks.reports import service as reports
 
 routes = web.RouteTableDef()
 

@@ -22,9 +22,9 @@ from perks.merchants import queries as merchant_queries
 from perks.redemption import staff_queries
 from perks.redemption.routes import VoidRequest
 from perks.redemption.voids import void
-from perks.settlement import settlements, statements
+from perks.settlement import service as settlement
 from perks.settlement.periods import Month
-from perks.settlement.csvout import statement_csv
+from perks.settlement.statement_csv import statement_csv
 
 routes = web.RouteTableDef()
 
@@ -45,7 +45,7 @@ async def settlement_page(request: web.Request) -> web.Response:
     reader(request)
     month = _month_or_last(request, request.query.get("month"))
     async with connection(request) as conn:
-        result = await settlements.month_settlement(conn, month)
+        result = await settlement.month_settlement(conn, month)
     return show(request, "console/settlement.html", {"tab": "settlement", "month": str(month), "result": result,
                                                      "previous": str(Month(*_before(month))), "next": str(month.next())})
 
@@ -65,7 +65,7 @@ async def _statement(request: web.Request, *, errors: dict[str, str] | None = No
     reader(request)
     merchant_id, month = parse_id(request.match_info["merchant_id"]), Month.parse(request.match_info["month"])
     async with connection(request) as conn:
-        statement = await statements.get_statement(conn, merchant_id, month)
+        statement = await settlement.get_statement(conn, merchant_id, month)
     context = {"tab": "settlement", "statement": statement, "errors": errors or {},
                "ended": now_of(request) >= month.ends_at(tz_of(request)),
                "notice": notice_of(request)}
@@ -79,7 +79,7 @@ async def statement_download(request: web.Request) -> web.StreamResponse:
     reader(request)
     merchant_id, month = parse_id(request.match_info["merchant_id"]), Month.parse(request.match_info["month"])
     async with connection(request) as conn:
-        statement = await statements.get_statement(conn, merchant_id, month)
+        statement = await settlement.get_statement(conn, merchant_id, month)
     return statement_csv(statement)
 
 
@@ -93,7 +93,7 @@ async def statement_finalize(request: web.Request) -> web.Response:
         return await _statement(request, errors={"confirm": _text(request, "error.confirm_required")}, status=400)
     try:
         async with connection(request) as conn:
-            await statements.finalize(conn, actor, merchant_id, month, now_of(request), tz_of(request))
+            await settlement.finalize(conn, actor, merchant_id, month, now_of(request), tz_of(request))
     except Conflict as error:
         return await _statement(request, errors={"body": error.message}, status=409)
     return redirect(site_of(request).url(f"/settlement/{merchant_id}/{month}?done=finalized"))

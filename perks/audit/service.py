@@ -15,6 +15,12 @@ VALUES (COALESCE($1, now()), $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 
+def actor_columns(actor: Principal) -> tuple[str | None, str, str]:
+    """``(actor_id, actor_username, actor_role)`` as the audit log and the tier history record who acted."""
+    # A client's id is a uuid like a user's; the role tells the two apart. The command line has none.
+    return actor.id or None, actor.username or f"{actor.role}:{actor.id}", actor.role
+
+
 def _plain(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -32,20 +38,38 @@ async def record(
     at: datetime | None = None,
 ) -> None:
     """Write one audit entry; call it inside the transaction that makes the change."""
-    # A client's id is a uuid like a user's; the role tells the two apart. The command line has none.
-    actor_id = actor.id or None
     await conn.execute(
         INSERT_ENTRY,
         at,
-        actor_id,
-        actor.username or f"{actor.role}:{actor.id}",
-        actor.role,
+        *actor_columns(actor),
         action,
         entity_type,
         str(entity_id),
         _plain(before),
         _plain(after),
     )
+
+
+# ``{source}`` is a constant SELECT of the caller's giving ``action, entity_type, entity_id, before, after``.
+INSERT_SELECTED = """
+INSERT INTO audit_log (at, actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after)
+SELECT COALESCE($1, now()), $2, $3, $4, s.action, s.entity_type, s.entity_id, s.before, s.after FROM ({source}) s
+"""
+
+
+async def record_selected(
+    conn: asyncpg.Connection,
+    actor: Principal,
+    source: str,
+    *,
+    at: datetime | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Write one audit entry per row of the constant query ``source`` (``action, entity_type, entity_id, before,
+    after``, the JSON built by the query; no parameters), in one statement: a bulk :func:`record` for changes
+    made set-based. Call it inside the change's transaction."""
+    query = INSERT_SELECTED.format(source=source)
+    await conn.execute(query, at, *actor_columns(actor), timeout=timeout)
 
 
 SELECT_ENTRIES = """

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from perks.catalogue import service
 from perks.core.appkeys import POOL
-from perks.core.auth import STAFF_ROLES
+from perks.core.auth import STAFF_ROLES, STAFF_WRITERS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_code
 from perks.core.jsonutil import json_response
@@ -21,7 +21,7 @@ from perks.core.validation import Body
 
 routes = web.RouteTableDef()
 
-WRITERS = frozenset({"admin", "operator"})
+WRITERS = STAFF_WRITERS
 READERS = STAFF_ROLES
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1

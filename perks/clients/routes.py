@@ -1,17 +1,22 @@
-"""HTTP: enrolling clients, reading them, changing their tier and status."""
+"""HTTP: enrolling clients, reading them, changing their tier and status, importing them from a CSV file."""
 
 from __future__ import annotations
 
+import io
 from datetime import date, datetime
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
-from perks.catalogue.routes import READERS, WRITERS
 from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone, Status, Tags
-from perks.clients import service
-from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.endpoint import endpoint, principal_of
+from perks.clients import imports, service
+from perks.clients.tiers import clear_tier_override, set_tier_override
+from perks.core.appkeys import CLOCK, POOL
+from perks.core.auth import STAFF_ROLES as READERS
+from perks.core.auth import STAFF_WRITERS as WRITERS
+from perks.core.batches import Problems
+from perks.core.csvfiles import csv_records, utf8_lines
+from perks.core.endpoint import bank_today, endpoint, principal_of, read_capped
 from perks.core.errors import BadRequest
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
@@ -19,9 +24,11 @@ from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
 from perks.core.fields import CODE_PATTERN, Code, Patch, refuse_null
 from perks.core.validation import Body
-from perks.points.evaluation import clear_tier_override, set_tier_override
 
 routes = web.RouteTableDef()
+
+# This body is read here, not by the app-wide 1 MiB limit: a file of many clients is larger.
+CLIENT_IMPORT_MAX_BYTES = 16 * 1024 * 1024
 
 
 
@@ -71,11 +78,6 @@ class ClientQuery(PageQuery):
     tier: str | None = Field(None, pattern=CODE_PATTERN, description="Only clients of this tier.")
     status: Status | None = Field(None, description="Only clients in this status.")
     tag: str | None = Field(None, pattern=CODE_PATTERN, description="Only clients carrying this tag.")
-
-
-def bank_today(request: web.Request) -> date:
-    """Today's date in the bank's time zone, by the service's clock."""
-    return request.config_dict[CLOCK].now().astimezone(request.config_dict[CONFIG].timezone).date()
 
 
 @routes.post("/api/v1/clients")
@@ -159,3 +161,38 @@ async def put_tags(request: web.Request, body: TagsPut) -> web.Response:
         raise BadRequest({"tags": f"at most {MAX_TAGS} distinct tags"})
     async with request.config_dict[POOL].acquire() as conn:
         return json_response(await service.set_tags(conn, principal_of(request), client_id, body.tags))
+
+
+# Import --------------------------------------------------------------------------------------------------
+
+
+class ImportResult(BaseModel):
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+
+
+@routes.post("/api/v1/clients/import")
+@endpoint(roles=WRITERS, response=ImportResult, consumes="text/csv", tag="clients")
+async def import_clients(request: web.Request) -> web.Response:
+    """Create or update clients from a CSV file (`Content-Type: text/csv`, at most 16 MiB).
+
+    UTF-8 (a BOM is accepted); a header line `external_ref,name,phone,birthday,tier,tags` (`phone`, `birthday`,
+    `tier`, `tags` optional, any order; `tags` is `;`-separated, e.g. `car_owner;parent`, and replaces the
+    client's tags). Upserts on `external_ref`: an empty optional cell gives a new client no value and
+    leaves an existing client's value as it is. All or nothing: any bad line and nothing is applied; the 400 names
+    every one, `details.errors` = `[{line, field, reason}]` (line 1 is the header)."""
+    if request.content_type != "text/csv":
+        raise BadRequest({"body": "must be text/csv"})
+    raw = await read_capped(request, CLIENT_IMPORT_MAX_BYTES)
+    now = request.config_dict[CLOCK].now()
+    problems = Problems("line")
+    rows = csv_records(
+        utf8_lines(io.BytesIO(raw), problems), problems,
+        required=imports.REQUIRED_COLUMNS, optional=imports.OPTIONAL_COLUMNS,
+    )
+    records = imports.csv_records(rows, bank_today(request), problems)
+    async with request.config_dict[POOL].acquire() as conn:
+        result = await imports.import_clients(conn, principal_of(request), records, problems, now=now)
+    return json_response(result)

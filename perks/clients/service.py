@@ -9,12 +9,12 @@ from uuid import UUID
 import asyncpg
 
 from perks.audit import service as audit
+from perks.clients.tiers import record_tier_change
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.pagination import time_id_after
 from perks.events.service import record_event
 from perks.core.updates import changed_fields, constraint_errors
-from perks.points.evaluation import record_tier_change
 
 STATUSES = ("active", "blocked")
 EARLIEST_BIRTHDAY = date(1900, 1, 1)

@@ -22,6 +22,8 @@ SESSION_ALGORITHM = "HS256"
 VERIFIED_TOKENS = 8192
 
 STAFF_ROLES = frozenset({"admin", "operator", "auditor"})
+# The staff who change the programme and its clients (an auditor only reads).
+STAFF_WRITERS = frozenset({"admin", "operator"})
 MERCHANT_ROLES = frozenset({"manager", "cashier"})
 ALL_ROLES = STAFF_ROLES | MERCHANT_ROLES | {"client"}
 

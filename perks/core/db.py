@@ -7,7 +7,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -15,6 +15,7 @@ from aiohttp import web
 from perks.core.appkeys import CONFIG, POOL
 from perks.core.config import Config
 from perks.core.jsonutil import dumps
+from perks.core.migrate import migrate_url
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,18 @@ async def connect(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url)
     await init_connection(conn)
     return conn
+
+
+async def with_connection(config: Config, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    """What ``work`` returns, run on one connection to the service's database, migrated first (for the command
+    line); the connection is closed after."""
+    url = await resolve_database_url(config)
+    await migrate_url(url)
+    conn = await connect(url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
 
 
 async def create_pool(url: str, max_size: int = 20) -> asyncpg.Pool:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Awaitable, Callable, Collection
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from perks.core.appkeys import CLOCK, POOL, PRINCIPAL
+from perks.core.appkeys import CLOCK, CONFIG, POOL, PRINCIPAL
 from perks.core.auth import Principal, SessionTokens, session_is_current
 from perks.core.errors import ApiError, Forbidden, Unauthorized
 from perks.core.validation import (
@@ -28,6 +29,7 @@ Header = str | tuple[str, dict[str, Any]]
 
 PUBLIC: frozenset[str] = frozenset()
 SESSION_TOKENS = web.AppKey("session_tokens", SessionTokens)
+READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,22 @@ def principal_of(request: web.Request) -> Principal:
 def spec_of(handler: Any) -> EndpointSpec | None:
     """The declaration attached to a handler, if any."""
     return getattr(handler, "__perks_endpoint__", None)
+
+
+def bank_today(request: web.Request) -> date:
+    """Today's date in the bank's time zone, by the service's clock."""
+    return request.config_dict[CLOCK].now().astimezone(request.config_dict[CONFIG].timezone).date()
+
+
+async def read_capped(request: web.Request, cap: int) -> bytes:
+    """The whole request body, or 413 ``payload_too_large`` as soon as it exceeds ``cap`` bytes (for a route that
+    takes more than the app-wide limit, and reads its body itself)."""
+    if request.content_length is not None and request.content_length > cap:
+        raise ApiError("payload_too_large", status=413)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise ApiError("payload_too_large", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)

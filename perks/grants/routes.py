@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, Field
 
-from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.endpoint import endpoint, principal_of
+from perks.core.appkeys import CLOCK, POOL
+from perks.core.endpoint import bank_today, endpoint, principal_of
 from perks.core.fields import Code, multi_line
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
@@ -52,10 +52,6 @@ class GrantView(BaseModel):
     revoke_reason: str | None
 
 
-def _bank_today(request: web.Request) -> date:
-    return request.config_dict[CLOCK].now().astimezone(request.config_dict[CONFIG].timezone).date()
-
-
 @routes.post("/api/v1/clients/{client_id}/grants")
 @endpoint(roles=WRITERS, body=GrantCreate, response=GrantView, status=201, errors=("not_found",), tag="grants")
 async def create_grant(request: web.Request, body: GrantCreate) -> web.Response:
@@ -68,7 +64,7 @@ async def create_grant(request: web.Request, body: GrantCreate) -> web.Response:
     async with request.config_dict[POOL].acquire() as conn:
         view = await service.create_grant(
             conn, principal_of(request), client_id, **body.model_dump(),
-            now=request.config_dict[CLOCK].now(), today=_bank_today(request),
+            now=request.config_dict[CLOCK].now(), today=bank_today(request),
         )
     return json_response(view, status=201)
 

@@ -1,4 +1,4 @@
-"""HTTP: merchants, their stores, partner agreements and yearly usage."""
+"""HTTP: merchants, their stores, partner agreements and yearly usage (the bank's view and the merchant's own)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import ensure_merchant_scope
+from perks.core.auth import MERCHANT_ROLES, ensure_merchant_scope
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import BadRequest
 from perks.core.ids import parse_code, parse_id
@@ -257,7 +257,19 @@ def current_quota_year(request: web.Request) -> int:
 async def merchant_usage(request: web.Request, query: UsageQuery) -> web.Response:
     """A merchant's use of its yearly capacity for each perk it honours (`remaining` is null without a cap)."""
     merchant_id = _merchant_id(request)
-    year = query.year if query.year is not None else current_quota_year(request)
     async with request.config_dict[POOL].acquire() as conn:
         await service.get_merchant(conn, merchant_id)
-        return json_response(await service.merchant_usage(conn, merchant_id, year))
+        return json_response(await service.merchant_usage(conn, merchant_id, _usage_year(request, query)))
+
+
+@routes.get("/api/v1/merchant/usage")
+@endpoint(roles=MERCHANT_ROLES, query=UsageQuery, response=UsageView, tag="redeeming")
+async def own_usage(request: web.Request, query: UsageQuery) -> web.Response:
+    """The merchant's use of its yearly capacity for each perk it honours (`remaining` is null without a cap)."""
+    merchant_id = UUID(principal_of(request).merchant_id)
+    async with request.config_dict[POOL].acquire() as conn:
+        return json_response(await service.merchant_usage(conn, merchant_id, _usage_year(request, query)))
+
+
+def _usage_year(request: web.Request, query: UsageQuery) -> int:
+    return query.year if query.year is not None else current_quota_year(request)

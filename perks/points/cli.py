@@ -13,12 +13,15 @@ from typing import Any, Awaitable, Callable, TextIO
 import asyncpg
 from tqdm import tqdm
 
+from perks.clients import imports
 from perks.core.auth import SYSTEM
+from perks.core.batches import BatchRejected, Problems
 from perks.core.clock import Clock
 from perks.core.config import Config
+from perks.core.csvfiles import csv_records, utf8_lines
+from perks.core.db import with_connection
 from perks.core.errors import ApiError
-from perks.points import evaluation, events, imports
-from perks.points.csvio import BatchRejected, Problems, csv_records, utf8_lines
+from perks.points import evaluation, events
 
 
 def register(subparsers: Any) -> None:
@@ -53,11 +56,7 @@ def _progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(config: Config, work: Callable[[asyncpg.Connection], Any]) -> Any:
-    from perks.cli import (
-        _with_connection,  # here, not at the top: perks.cli imports this module
-    )
-
-    return asyncio.run(_with_connection(config, work))
+    return asyncio.run(with_connection(config, work))
 
 
 def _report_rejection(exc: BatchRejected, path: Path, out: TextIO) -> None:
@@ -82,6 +81,14 @@ def _run_import(
     return None
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; if not, say so on stderr."""
+    if path.is_file():
+        return True
+    print(f"perks: {path}: no such file", file=sys.stderr)
+    return False
+
+
 def _read_bar(path: Path, args: argparse.Namespace, what: str) -> tqdm:
     return tqdm(
         total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {what}",
@@ -101,8 +108,7 @@ def _phase(bar: tqdm, what: str) -> Callable[[str], None]:
 def cmd_points_import(config: Config, args: argparse.Namespace) -> int:
     """``perks points import FILE``."""
     path: Path = args.file
-    if not path.is_file():
-        print(f"perks: {path}: no such file", file=sys.stderr)
+    if not _is_file(path):
         return 2
     started = time.monotonic()
     now = Clock().now()
@@ -142,8 +148,7 @@ def cmd_tiers_evaluate(config: Config, args: argparse.Namespace) -> int:
 def cmd_clients_import(config: Config, args: argparse.Namespace) -> int:
     """``perks clients import FILE``."""
     path: Path = args.file
-    if not path.is_file():
-        print(f"perks: {path}: no such file", file=sys.stderr)
+    if not _is_file(path):
         return 2
     started = time.monotonic()
     now = Clock().now()

@@ -1,19 +1,24 @@
-"""Tiers earned by points: evaluation of every client in one set-based pass, manual overrides that hold until a
-given instant, and the history of every tier change."""
+"""Tiers earned by points: evaluation of every client in one set-based pass.
+
+A tier set by hand (an override, a plain change) and the tier history are the clients' own
+(:mod:`perks.clients.tiers`); they are named here too, beside the evaluation they hold against."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Mapping
-from uuid import UUID, uuid4
+from typing import Any
+from uuid import uuid4
 
 import asyncpg
 
 from perks.audit import service as audit
+from perks.clients.tiers import clear_tier_override, record_tier_change, set_tier_override, tier_history
 from perks.core.auth import Principal
-from perks.core.errors import BadRequest, NotFound
-from perks.core.updates import constraint_errors
 from perks.points.window import points_window
+
+__all__ = [
+    "evaluate_tiers", "clear_tier_override", "record_tier_change", "set_tier_override", "tier_history",
+]
 
 # Any constant works; it only has to be the same for every process that evaluates this database.
 EVALUATION_LOCK_ID = 7_265_733_210_008
@@ -81,10 +86,6 @@ SELECT (SELECT count(*) FROM evaluated) AS evaluated,
 """
 
 
-def _actor_columns(actor: Principal) -> tuple[str | None, str, str]:
-    return actor.id or None, actor.username or f"{actor.role}:{actor.id}", actor.role
-
-
 async def evaluate_tiers(
     conn: asyncpg.Connection, actor: Principal, now: datetime, tz: tzinfo = timezone.utc
 ) -> dict[str, Any]:
@@ -101,7 +102,7 @@ async def evaluate_tiers(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", EVALUATION_LOCK_ID)
         await conn.execute("SET LOCAL work_mem = '256MB'")
         row = await conn.fetchrow(
-            EVALUATE, window_from, window_to, *_actor_columns(actor), timeout=EVALUATION_TIMEOUT_SECONDS
+            EVALUATE, window_from, window_to, *audit.actor_columns(actor), timeout=EVALUATION_TIMEOUT_SECONDS
         )
         result = {
             "id": str(run_id),
@@ -113,136 +114,3 @@ async def evaluate_tiers(
         }
         await audit.record(conn, actor, "tier.evaluate", "tier_evaluation", run_id, None, result)
     return result
-
-
-# Manual overrides -----------------------------------------------------------------------------------------------
-
-TIER_CONSTRAINTS = {"clients_tier_code_fkey": "tier", "code_check": "tier", "tier_code": "tier"}
-
-LOCK_CLIENT_TIER = """
-SELECT id, tier_code, tier_override_until FROM clients WHERE id = $1 FOR NO KEY UPDATE
-"""
-UPDATE_CLIENT_TIER = """
-UPDATE clients SET tier_code = $2, tier_override_until = $3, updated_at = now() WHERE id = $1
-RETURNING id, tier_code, tier_override_until
-"""
-INSERT_HISTORY = """
-INSERT INTO tier_history (client_id, from_tier, to_tier, reason, override_until, changed_at, actor_id,
-                          actor_username, actor_role)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
-
-
-INSERT_CHANGE = """
-INSERT INTO tier_history (client_id, from_tier, to_tier, reason, changed_at, actor_id, actor_username, actor_role)
-VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6, $7, $8)
-"""
-
-
-async def record_tier_change(
-    conn: asyncpg.Connection,
-    actor: Principal,
-    client_id: UUID,
-    from_tier: str | None,
-    to_tier: str | None,
-    reason: str = "manual",
-    changed_at: datetime | None = None,
-) -> None:
-    """Add a tier change made elsewhere (``PATCH /clients/{id}`` with a ``tier``) to the history; call it in the
-    change's own transaction. ``changed_at`` defaults to the database's time."""
-    if from_tier != to_tier:
-        await conn.execute(INSERT_CHANGE, client_id, from_tier, to_tier, reason, changed_at, *_actor_columns(actor))
-
-
-def _tier_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": str(row["id"]), "tier": row["tier_code"], "tier_override_until": row["tier_override_until"]}
-
-
-async def set_tier_override(
-    conn: asyncpg.Connection,
-    actor: Principal,
-    client_id: UUID,
-    tier: str | None,
-    until: datetime | None,
-    *,
-    now: datetime,
-) -> dict[str, Any]:
-    """Set a client's tier by hand: held against evaluation until ``until`` (reason ``override``), or, with
-    ``until`` None, a plain change that the next evaluation may undo (reason ``manual``; any hold is lifted).
-
-    ``tier`` None means no tier. Recorded in the tier history and audited. Returns ``{id, tier,
-    tier_override_until}``; 404 for no such client, 400 naming ``tier`` or ``tier_override_until``."""
-    if until is not None and until <= now:
-        raise BadRequest({"tier_override_until": "must be in the future"})
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_CLIENT_TIER, client_id)
-        if row is None:
-            raise NotFound()
-        before = _tier_view(row)
-        with constraint_errors(TIER_CONSTRAINTS):
-            row = await conn.fetchrow(UPDATE_CLIENT_TIER, client_id, tier, until)
-        after = _tier_view(row)
-        if after == before:
-            return after
-        reason = "override" if until is not None else "manual"
-        await conn.execute(
-            INSERT_HISTORY, client_id, before["tier"], tier, reason, until, now, *_actor_columns(actor)
-        )
-        await audit.record(conn, actor, "client.tier_override", "client", client_id, before, after)
-    return after
-
-
-async def clear_tier_override(conn: asyncpg.Connection, actor: Principal, client_id: UUID) -> dict[str, Any]:
-    """Lift a client's override (its tier stays until the next evaluation); audited when there was one."""
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_CLIENT_TIER, client_id)
-        if row is None:
-            raise NotFound()
-        before = _tier_view(row)
-        if row["tier_override_until"] is None:
-            return before
-        row = await conn.fetchrow(UPDATE_CLIENT_TIER, client_id, row["tier_code"], None)
-        after = _tier_view(row)
-        await audit.record(conn, actor, "client.tier_override", "client", client_id, before, after)
-    return after
-
-
-# The history ----------------------------------------------------------------------------------------------------
-
-SELECT_HISTORY = """
-SELECT id, client_id, from_tier, to_tier, reason, points, override_until, changed_at, actor_id, actor_username,
-       actor_role
-FROM tier_history
-WHERE client_id = $1 AND ($2::bigint IS NULL OR id < $2)
-ORDER BY id DESC
-LIMIT $3
-"""
-CLIENT_EXISTS = "SELECT 1 FROM clients WHERE id = $1"
-
-
-def history_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One tier change as the API shows it."""
-    return {
-        "id": str(row["id"]),
-        "client_id": str(row["client_id"]),
-        "from_tier": row["from_tier"],
-        "to_tier": row["to_tier"],
-        "reason": row["reason"],
-        "points": row["points"],
-        "override_until": row["override_until"],
-        "changed_at": row["changed_at"],
-        "actor": {
-            "id": str(row["actor_id"]) if row["actor_id"] else None,
-            "username": row["actor_username"],
-            "role": row["actor_role"],
-        },
-    }
-
-
-async def tier_history(
-    conn: asyncpg.Connection, client_id: UUID, before_id: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """A client's tier changes, newest first, older than ``before_id``; 404 for no such client."""
-    if await conn.fetchval(CLIENT_EXISTS, client_id) is None:
-        raise NotFound()
-    return [history_view(row) for row in await conn.fetch(SELECT_HISTORY, client_id, before_id, limit)]

@@ -15,18 +15,17 @@ from pydantic import AwareDatetime, Field, ValidationError
 from perks.audit import service as audit
 from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
+from perks.core.batches import Problems
+from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
+from perks.core.csvfiles import good_rows
 from perks.core.errors import BadRequest, NotFound
 from perks.core.fields import Code
 from perks.core.validation import Body, field_errors
-from perks.points.csvio import Problems
 from perks.points.window import points_window
 
 EVENT_COLUMNS = ("event_ref", "client_external_ref", "source", "amount_fen", "occurred_at")
 MAX_EVENTS_PER_REQUEST = 10_000
 MAX_AMOUNT_FEN = 10**14  # a trillion yuan: far beyond any one contribution, and points still fit a bigint
-COPY_CHUNK = 20_000
-# A file of millions of events takes longer than the pool's 30-second command timeout allows a request.
-BULK_TIMEOUT_SECONDS = 600
 
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 # pydantic would also take a bare number as a Unix time; a file must say the time the way people read it.
@@ -136,10 +135,7 @@ def csv_event(line: int, cells: Mapping[str, str], now: datetime, problems: Prob
 
 def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], now: datetime, problems: Problems) -> Iterator[Record]:
     """The good events among CSV rows; the bad ones go to ``problems``."""
-    for line, cells in rows:
-        record = csv_event(line, cells, now, problems)
-        if record is not None:
-            yield record
+    return good_rows(rows, lambda line, cells: csv_event(line, cells, now, problems))
 
 
 CREATE_STAGE = """
@@ -192,25 +188,6 @@ FROM (
 """
 
 
-async def _stage(conn: asyncpg.Connection, records: Iterable[Record], on_copied: Callable[[int], Any] | None) -> int:
-    staged = 0
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= COPY_CHUNK:
-            await conn.copy_records_to_table("points_stage", records=chunk, columns=STAGE_COLUMNS)
-            staged += len(chunk)
-            if on_copied:
-                on_copied(len(chunk))
-            chunk = []
-    if chunk:
-        await conn.copy_records_to_table("points_stage", records=chunk, columns=STAGE_COLUMNS)
-        staged += len(chunk)
-        if on_copied:
-            on_copied(len(chunk))
-    return staged
-
-
 async def _known_events(conn: asyncpg.Connection, batch_id: UUID, problems: Problems) -> int:
     """How many staged events are already recorded with the same data; those recorded with other data are problems."""
     row = await conn.fetchrow(KNOWN_EVENTS, batch_id, timeout=BULK_TIMEOUT_SECONDS)
@@ -243,14 +220,12 @@ async def ingest_events(
         # Large files join and group millions of staged rows: let that happen in memory.
         await conn.execute("SET LOCAL work_mem = '128MB'")
         await conn.execute(CREATE_STAGE)
-        received = await _stage(conn, records, on_copied)
+        received = await copy_in_chunks(conn, "points_stage", STAGE_COLUMNS, records, on_copied)
         phase("checking")
         for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
             problems.add(row["position"], row["field"], row["reason"])
-        for row in await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS):
-            first, *later = row["positions"]
-            for position in later:
-                problems.add(position, "event_ref", f"repeated: first at {problems.unit} {first}")
+        repeated = await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS)
+        problems.add_repeats((row["positions"] for row in repeated), "event_ref")
         known = await _known_events(conn, batch_id, problems)
         if problems:
             raise problems.rejection()

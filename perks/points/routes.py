@@ -1,9 +1,8 @@
-"""HTTP: points rules, contribution events, a client's points, tier evaluation and history, client import."""
+"""HTTP: points rules, contribution events, a client's points, tier evaluation and history."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -11,26 +10,25 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.catalogue.routes import READERS, WRITERS
-from perks.clients.routes import bank_today
+from perks.clients import tiers
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.endpoint import Handler, endpoint, principal_of, spec_of
-from perks.core.errors import ApiError, BadRequest
+from perks.core.auth import STAFF_ROLES as READERS
+from perks.core.auth import STAFF_WRITERS as WRITERS
+from perks.core.batches import Problems
+from perks.core.endpoint import Handler, endpoint, principal_of, read_capped, spec_of
+from perks.core.errors import BadRequest
 from perks.core.fields import Code, cursor_value
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, page
 from perks.core.schemas import Page
 from perks.core.validation import Body, validate
-from perks.points import evaluation, events, imports, rules
-from perks.points.csvio import Problems, csv_records, utf8_lines
+from perks.points import evaluation, events, rules
 
 routes = web.RouteTableDef()
 
-# These bodies are read here, not by the app-wide 1 MiB limit: 10,000 events take about 2 MiB of JSON.
+# This body is read here, not by the app-wide 1 MiB limit: 10,000 events take about 2 MiB of JSON.
 EVENTS_MAX_BYTES = 8 * 1024 * 1024
-CLIENT_IMPORT_MAX_BYTES = 16 * 1024 * 1024
-READ_CHUNK = 64 * 1024
 
 
 def reads_own_body(model: type[BaseModel]):  # type: ignore[no-untyped-def]
@@ -43,19 +41,6 @@ def reads_own_body(model: type[BaseModel]):  # type: ignore[no-untyped-def]
         return handler
 
     return wrap
-
-
-async def read_capped(request: web.Request, cap: int) -> bytes:
-    """The whole request body, or 413 ``payload_too_large`` as soon as it exceeds ``cap`` bytes."""
-    if request.content_length is not None and request.content_length > cap:
-        raise ApiError("payload_too_large", status=413)
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > cap:
-            raise ApiError("payload_too_large", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # Rules ----------------------------------------------------------------------------------------------------------
@@ -207,40 +192,5 @@ async def tier_history(request: web.Request, query: PageQuery) -> web.Response:
     client_id = parse_id(request.match_info["client_id"])
     after = cursor_value(query.cursor, int)
     async with request.config_dict[POOL].acquire() as conn:
-        rows = await evaluation.tier_history(conn, client_id, after, query.limit + 1)
+        rows = await tiers.tier_history(conn, client_id, after, query.limit + 1)
     return json_response(page(rows, query.limit, lambda row: [int(row["id"])]))
-
-
-# Client import --------------------------------------------------------------------------------------------------
-
-
-class ImportResult(BaseModel):
-    received: int
-    created: int
-    updated: int
-    unchanged: int
-
-
-@routes.post("/api/v1/clients/import")
-@endpoint(roles=WRITERS, response=ImportResult, consumes="text/csv", tag="clients")
-async def import_clients(request: web.Request) -> web.Response:
-    """Create or update clients from a CSV file (`Content-Type: text/csv`, at most 16 MiB).
-
-    UTF-8 (a BOM is accepted); a header line `external_ref,name,phone,birthday,tier,tags` (`phone`, `birthday`,
-    `tier`, `tags` optional, any order; `tags` is `;`-separated, e.g. `car_owner;parent`, and replaces the
-    client's tags). Upserts on `external_ref`: an empty optional cell gives a new client no value and
-    leaves an existing client's value as it is. All or nothing: any bad line and nothing is applied; the 400 names
-    every one, `details.errors` = `[{line, field, reason}]` (line 1 is the header)."""
-    if request.content_type != "text/csv":
-        raise BadRequest({"body": "must be text/csv"})
-    raw = await read_capped(request, CLIENT_IMPORT_MAX_BYTES)
-    now = request.config_dict[CLOCK].now()
-    problems = Problems("line")
-    rows = csv_records(
-        utf8_lines(io.BytesIO(raw), problems), problems,
-        required=imports.REQUIRED_COLUMNS, optional=imports.OPTIONAL_COLUMNS,
-    )
-    records = imports.csv_records(rows, bank_today(request), problems)
-    async with request.config_dict[POOL].acquire() as conn:
-        result = await imports.import_clients(conn, principal_of(request), records, problems, now=now)
-    return json_response(result)

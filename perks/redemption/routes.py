@@ -18,8 +18,6 @@ from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery
 from perks.core.schemas import Page
 from perks.core.validation import Body
-from perks.merchants.routes import UsageQuery, UsageView
-from perks.quotas import quota_period
 from perks.redemption import service
 from perks.redemption.context import Terminal
 from perks.redemption.idempotency import KEY_HEADER, REPLAYED_HEADER, check_key
@@ -288,17 +286,6 @@ async def get_redemption(request: web.Request) -> web.Response:
     redemption_id = parse_id(request.match_info["redemption_id"])
     async with request.config_dict[POOL].acquire() as conn:
         return json_response(await service.get_redemption(conn, principal_of(request), redemption_id))
-
-
-@routes.get("/api/v1/merchant/usage")
-@endpoint(roles=MERCHANT_STAFF, query=UsageQuery, response=UsageView, tag="redeeming")
-async def merchant_usage(request: web.Request, query: UsageQuery) -> web.Response:
-    """The merchant's use of its yearly capacity for each perk it honours (`remaining` is null without a cap)."""
-    now, tz = _context(request)
-    year = query.year if query.year is not None else quota_period(now, tz)[0]
-    merchant_id = UUID(principal_of(request).merchant_id)
-    async with request.config_dict[POOL].acquire() as conn:
-        return json_response(await service.merchant_usage(conn, merchant_id, year))
 
 
 @routes.get("/api/v1/me/redemptions")

@@ -1,0 +1,1 @@
+"""Settlement: monthly statements per merchant, their finalization and adjustments, the month across merchants."""

@@ -9,24 +9,24 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import asyncpg
 from pydantic import Field, ValidationError
 
-from perks.clients.fields import Birthday, ClientName, ExternalRef, Phone
+from perks.audit import service as audit
+from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone
 from perks.clients.service import CLIENT_CONSTRAINTS, EARLIEST_BIRTHDAY
+from perks.clients.tiers import record_tier_changes
 from perks.core.auth import Principal
+from perks.core.batches import Problems
+from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
+from perks.core.csvfiles import good_rows
 from perks.core.errors import BadRequest
-from perks.core.fields import Code
+from perks.core.fields import CODE_PATTERN, Code
 from perks.core.updates import constraint_errors
 from perks.core.validation import Body
 from perks.events.service import CHANNEL as EVENTS_CHANNEL
-from perks.points.csvio import Problems
 
 REQUIRED_COLUMNS = ("external_ref", "name")
 OPTIONAL_COLUMNS = ("phone", "birthday", "tier", "tags")
-COPY_CHUNK = 20_000
-# A file of a million clients takes longer than the pool's 30-second command timeout allows a request.
-BULK_TIMEOUT_SECONDS = 600
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_TAG = re.compile(r"^[a-z0-9_]{1,32}$")
-MAX_TAGS = 32
+_TAG = re.compile(CODE_PATTERN)
 
 
 class ClientRow(Body):
@@ -88,10 +88,7 @@ def csv_client(line: int, cells: Mapping[str, str], today: date, problems: Probl
 
 def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], today: date, problems: Problems) -> Iterator[Record]:
     """The good clients among CSV rows; the bad ones go to ``problems``."""
-    for line, cells in rows:
-        record = csv_client(line, cells, today, problems)
-        if record is not None:
-            yield record
+    return good_rows(rows, lambda line, cells: csv_client(line, cells, today, problems))
 
 
 CREATE_STAGE = """
@@ -130,8 +127,15 @@ WHERE b.external_ref = s.external_ref AND s.tags IS NULL
 """
 NO_TAGS = "UPDATE client_stage SET tags = '{}' WHERE tags IS NULL"
 NOTIFY_EVENTS = "SELECT pg_notify($1, '')"
-# Each created or changed client gets its own audit entry and, when its tier moved, a tier-history row; all
-# written set-based in this one statement. The JSON is the API's client view, spelled as the API spells it.
+# What the upsert did to each client it created or changed: the audit entries and the tier history are written
+# from here, set-based.
+CREATE_CHANGED = """
+CREATE TEMPORARY TABLE import_changed (
+    id uuid NOT NULL, external_ref text NOT NULL, created boolean NOT NULL, from_tier text, to_tier text,
+    before jsonb, after jsonb NOT NULL
+) ON COMMIT DROP
+"""
+# The JSON is the API's client view, spelled as the API spells it.
 UPSERT = """
 WITH upserted AS (
     INSERT INTO clients AS c (external_ref, name, phone, birthday, tier_code, tags)
@@ -148,56 +152,39 @@ WITH upserted AS (
            COALESCE(EXCLUDED.tier_code, c.tier_code), EXCLUDED.tags)
     RETURNING c.id, c.external_ref, c.name, c.phone, c.birthday, c.tier_code, c.status, c.created_at, c.updated_at,
               c.tier_override_until, c.tags, (c.xmax = 0) AS created
-),
-audited AS (
-    INSERT INTO audit_log (actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after)
-    SELECT $1, $2, $3, CASE WHEN u.created THEN 'client.create' ELSE 'client.update' END, 'client', u.id::text,
-           CASE WHEN b.id IS NULL THEN NULL ELSE jsonb_build_object(
-               'id', b.id::text, 'external_ref', b.external_ref, 'name', b.name, 'phone', b.phone,
-               'birthday', b.birthday, 'tier', b.tier_code, 'status', b.status, 'created_at', iso_utc(b.created_at),
-               'updated_at', iso_utc(b.updated_at),
-               'tier_override_until', iso_utc(b.tier_override_until), 'tags', to_jsonb(b.tags::text[])) END,
-           jsonb_build_object(
-               'id', u.id::text, 'external_ref', u.external_ref, 'name', u.name, 'phone', u.phone,
-               'birthday', u.birthday, 'tier', u.tier_code, 'status', u.status, 'created_at', iso_utc(u.created_at),
-               'updated_at', iso_utc(u.updated_at),
-               'tier_override_until', iso_utc(u.tier_override_until), 'tags', to_jsonb(u.tags::text[]))
-    FROM upserted u LEFT JOIN import_before b ON b.id = u.id
-),
-history AS (
-    INSERT INTO tier_history (client_id, from_tier, to_tier, reason, changed_at, actor_id, actor_username, actor_role)
-    SELECT u.id, b.tier_code, u.tier_code, 'import', $4, $1, $2, $3
-    FROM upserted u JOIN import_before b ON b.id = u.id
-    WHERE u.tier_code IS DISTINCT FROM b.tier_code
-),
-tier_events AS (
-    INSERT INTO events (type, occurred_at, data)
-    SELECT 'client.tier_changed', $4, jsonb_build_object(
-               'client_id', u.id::text, 'from_tier', b.tier_code, 'to_tier', u.tier_code, 'cause', 'manual')
-    FROM upserted u JOIN import_before b ON b.id = u.id
-    WHERE u.tier_code IS DISTINCT FROM b.tier_code
-    ORDER BY u.external_ref
 )
-SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated FROM upserted
+INSERT INTO import_changed (id, external_ref, created, from_tier, to_tier, before, after)
+SELECT u.id, u.external_ref, u.created, b.tier_code, u.tier_code,
+       CASE WHEN b.id IS NULL THEN NULL ELSE jsonb_build_object(
+           'id', b.id::text, 'external_ref', b.external_ref, 'name', b.name, 'phone', b.phone,
+           'birthday', b.birthday, 'tier', b.tier_code, 'status', b.status, 'created_at', iso_utc(b.created_at),
+           'updated_at', iso_utc(b.updated_at),
+           'tier_override_until', iso_utc(b.tier_override_until), 'tags', to_jsonb(b.tags::text[])) END,
+       jsonb_build_object(
+           'id', u.id::text, 'external_ref', u.external_ref, 'name', u.name, 'phone', u.phone,
+           'birthday', u.birthday, 'tier', u.tier_code, 'status', u.status, 'created_at', iso_utc(u.created_at),
+           'updated_at', iso_utc(u.updated_at),
+           'tier_override_until', iso_utc(u.tier_override_until), 'tags', to_jsonb(u.tags::text[]))
+FROM upserted u LEFT JOIN import_before b ON b.id = u.id
 """
-
-
-async def _stage(conn: asyncpg.Connection, records: Iterable[Record], on_copied: Callable[[int], Any] | None) -> int:
-    staged = 0
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= COPY_CHUNK:
-            await conn.copy_records_to_table("client_stage", records=chunk, columns=STAGE_COLUMNS)
-            staged, chunk = staged + len(chunk), []
-            if on_copied:
-                on_copied(COPY_CHUNK)
-    if chunk:
-        await conn.copy_records_to_table("client_stage", records=chunk, columns=STAGE_COLUMNS)
-        staged += len(chunk)
-        if on_copied:
-            on_copied(len(chunk))
-    return staged
+AUDITED = """
+SELECT CASE WHEN created THEN 'client.create' ELSE 'client.update' END AS action, 'client' AS entity_type,
+       id::text AS entity_id, before, after
+FROM import_changed
+"""
+# Only clients that were there before have a tier that moved.
+TIER_MOVES = "SELECT id AS client_id, from_tier, to_tier FROM import_changed WHERE NOT created"
+TIER_EVENTS = """
+INSERT INTO events (type, occurred_at, data)
+SELECT 'client.tier_changed', $1, jsonb_build_object(
+           'client_id', id::text, 'from_tier', from_tier, 'to_tier', to_tier, 'cause', 'manual')
+FROM import_changed
+WHERE NOT created AND to_tier IS DISTINCT FROM from_tier
+ORDER BY external_ref
+"""
+COUNT_CHANGED = """
+SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated FROM import_changed
+"""
 
 
 async def import_clients(
@@ -218,18 +205,15 @@ async def import_clients(
     recorded in the tier history (reason ``import``) and as a ``client.tier_changed`` event (cause ``manual``).
     ``on_copied(n)`` and ``on_phase(name)`` report progress."""
     phase = on_phase or (lambda name: None)
-    actor_id, username, role = actor.id or None, actor.username or f"{actor.role}:{actor.id}", actor.role
     async with conn.transaction():
         await conn.execute("SET LOCAL work_mem = '128MB'")
         await conn.execute(CREATE_STAGE)
-        received = await _stage(conn, records, on_copied)
+        received = await copy_in_chunks(conn, "client_stage", STAGE_COLUMNS, records, on_copied)
         phase("checking")
         for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
             problems.add(row["position"], "tier", "no such tier")
-        for row in await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS):
-            first, *later = row["positions"]
-            for position in later:
-                problems.add(position, "external_ref", f"repeated: first at {problems.unit} {first}")
+        repeated = await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS)
+        problems.add_repeats((row["positions"] for row in repeated), "external_ref")
         if problems:
             raise problems.rejection()
         if received == 0:
@@ -239,8 +223,15 @@ async def import_clients(
         await conn.execute(LOCK_BEFORE, timeout=BULK_TIMEOUT_SECONDS)
         await conn.execute(KEEP_TAGS, timeout=BULK_TIMEOUT_SECONDS)
         await conn.execute(NO_TAGS, timeout=BULK_TIMEOUT_SECONDS)
+        await conn.execute(CREATE_CHANGED)
         with constraint_errors(CLIENT_CONSTRAINTS):
-            row = await conn.fetchrow(UPSERT, actor_id, username, role, now, timeout=BULK_TIMEOUT_SECONDS)
+            await conn.execute(UPSERT, timeout=BULK_TIMEOUT_SECONDS)
+        await audit.record_selected(conn, actor, AUDITED, timeout=BULK_TIMEOUT_SECONDS)
+        await record_tier_changes(
+            conn, actor, TIER_MOVES, reason="import", changed_at=now, timeout=BULK_TIMEOUT_SECONDS
+        )
+        await conn.execute(TIER_EVENTS, now, timeout=BULK_TIMEOUT_SECONDS)
+        row = await conn.fetchrow(COUNT_CHANGED, timeout=BULK_TIMEOUT_SECONDS)
         await conn.execute(NOTIFY_EVENTS, EVENTS_CHANNEL)
     return {
         "received": received,

@@ -15,7 +15,7 @@ from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery
 from perks.core.validation import Body
-from perks.settlement import feedback
+from perks.feedback import service as feedback
 
 routes = web.RouteTableDef()
 

@@ -1,4 +1,5 @@
-"""Monthly statements: what the bank owes a merchant for a month, live while open, a fixed snapshot once final.
+"""Monthly statements: what the bank owes a merchant for a month, live while open, a fixed snapshot once final;
+and the month's settlement, every merchant's statement totals side by side.
 
 An open month's statement is computed when read:
 - its own redemptions not voided, one line per store, perk and recorded unit price;
@@ -28,15 +29,26 @@ from perks.core.auth import Principal
 from perks.core.errors import Conflict, NotFound
 from perks.settlement.periods import Month
 
-# The finalized months immediately before month ($2, $3), with no open month between them and it.
-LIVE_LINES = """
-WITH run AS (
-    SELECT year, month
-    FROM (SELECT year, month, row_number() OVER (ORDER BY year DESC, month DESC) AS back
+
+
+def finalized_run(year: str, month: str, merchant_id: str | None = None) -> str:
+    """The SQL of the run of finalized months right before a month: those with no open month between them and it,
+    where the voids owed back to that month come from. ``year``, ``month`` and ``merchant_id`` are the query's
+    parameters (``"$2"``); without ``merchant_id``, every merchant's run. Rows: ``merchant_id, year, month``."""
+    merchant_only = f" AND merchant_id = {merchant_id}" if merchant_id else ""
+    return f"""
+    SELECT merchant_id, year, month
+    FROM (SELECT merchant_id, year, month,
+                 row_number() OVER (PARTITION BY merchant_id ORDER BY year DESC, month DESC) AS back
           FROM statements
-          WHERE merchant_id = $1 AND (year, month) < ($2, $3)) finalized
-    WHERE year * 12 + month = $2 * 12 + $3 - back
-),
+          WHERE (year, month) < ({year}, {month}){merchant_only}) finalized
+    WHERE year * 12 + month = {year} * 12 + {month} - back
+"""
+
+
+# The merchant's redemptions of month ($2, $3), and the voids owed back from the run before it.
+LIVE_LINES = """
+WITH run AS (""" + finalized_run("$2", "$3", merchant_id="$1") + """),
 lines AS (
     SELECT 'redemption' AS kind, r.store_id, r.perk_code, NULL::integer AS source_year,
            NULL::integer AS source_month, r.unit_price_fen, count(*)::integer AS count
@@ -167,13 +179,7 @@ WHERE merchant_id = $1 AND quota_year = $2 AND quota_month = $3 AND status = 'vo
 """
 # Exactly the owed voids that LIVE_LINES turned into adjustment lines (same snapshot, same run).
 INSERT_ADJUSTMENTS = """
-WITH run AS (
-    SELECT year, month
-    FROM (SELECT year, month, row_number() OVER (ORDER BY year DESC, month DESC) AS back
-          FROM statements
-          WHERE merchant_id = $1 AND (year, month) < ($2, $3)) finalized
-    WHERE year * 12 + month = $2 * 12 + $3 - back
-)
+WITH run AS (""" + finalized_run("$2", "$3", merchant_id="$1") + """)
 INSERT INTO statement_adjustments (redemption_id, statement_id)
 SELECT o.id, $4 FROM owed_voids o JOIN run ON o.quota_year = run.year AND o.quota_month = run.month
 WHERE o.merchant_id = $1
@@ -259,3 +265,52 @@ def _line_args(statement_id: UUID, line_no: int, row: Mapping[str, Any]) -> tupl
         row["count"],
         row["amount_fen"],
     )
+
+
+# Every merchant: a finalized month from its snapshot, an open one computed as its statement would be (own
+# redemptions not voided, less the voids owed back from the run of finalized months right before it).
+SELECT_SETTLEMENTS = """
+WITH run AS (""" + finalized_run("$1", "$2") + """),
+own AS (
+    SELECT merchant_id, count(*) AS n, sum(unit_price_fen)::bigint AS fen
+    FROM redemptions
+    WHERE quota_year = $1 AND quota_month = $2 AND status = 'redeemed'
+    GROUP BY merchant_id
+),
+owed AS (
+    SELECT o.merchant_id, count(*) AS n, sum(o.unit_price_fen)::bigint AS fen
+    FROM owed_voids o
+    JOIN run ON run.merchant_id = o.merchant_id AND run.year = o.quota_year AND run.month = o.quota_month
+    GROUP BY o.merchant_id
+)
+SELECT m.id AS merchant_id, COALESCE(f.merchant_name, m.name) AS merchant_name, f.finalized_at,
+       CASE WHEN f.id IS NULL THEN COALESCE(own.n, 0) ELSE f.redeemed_count END AS redeemed_count,
+       CASE WHEN f.id IS NULL THEN COALESCE(own.fen, 0) ELSE f.redeemed_fen END AS redeemed_fen,
+       CASE WHEN f.id IS NULL THEN -COALESCE(owed.n, 0) ELSE f.adjustment_count END AS adjustment_count,
+       CASE WHEN f.id IS NULL THEN -COALESCE(owed.fen, 0) ELSE f.adjustment_fen END AS adjustment_fen
+FROM merchants m
+LEFT JOIN statements f ON f.merchant_id = m.id AND f.year = $1 AND f.month = $2
+LEFT JOIN own ON own.merchant_id = m.id
+LEFT JOIN owed ON owed.merchant_id = m.id
+ORDER BY merchant_name, m.id
+"""
+
+
+def summary_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One merchant's line of the month's settlement."""
+    return {
+        "merchant_id": str(row["merchant_id"]),
+        "merchant_name": row["merchant_name"],
+        "status": "finalized" if row["finalized_at"] is not None else "open",
+        "finalized_at": row["finalized_at"],
+        **totals(row["redeemed_count"], row["redeemed_fen"], row["adjustment_count"], row["adjustment_fen"]),
+    }
+
+
+async def month_settlement(conn: asyncpg.Connection, month: Month) -> dict[str, Any]:
+    """``{month, items, totals}``: every merchant's statement totals for ``month`` and their sum."""
+    rows = await conn.fetch(SELECT_SETTLEMENTS, month.year, month.month)
+    items = [summary_view(row) for row in rows]
+    keys = ("redeemed_count", "redeemed_fen", "adjustment_count", "adjustment_fen")
+    sums = {key: sum(item[key] for item in items) for key in keys}
+    return {"month": str(month), "items": items, "totals": totals(**sums)}

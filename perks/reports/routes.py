@@ -9,12 +9,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.csvfiles import FormatQuery, csv_response, dict_rows
 from perks.core.endpoint import endpoint
 from perks.core.jsonutil import json_response
 from perks.core.validation import Query
 from perks.quotas import quota_period
-from perks.settlement import anomalies, reports
-from perks.settlement.csvout import FormatQuery, csv_response, dict_rows
+from perks.reports import anomalies
+from perks.reports import service as reports
 from perks.settlement.periods import FIRST_YEAR, LAST_YEAR
 
 routes = web.RouteTableDef()

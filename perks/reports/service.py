@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from perks.settlement.feedback import merchant_ratings
+from perks.feedback.service import merchant_ratings
 from perks.settlement.periods import Month
 
 SELECT_USAGE = """
