@@ -14,7 +14,7 @@ from yarl import URL
 
 from perks.audit import service as audit
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import Principal
+from perks.core.auth import BANK_STAFF_WRITERS, Principal
 from perks.core.config import Config
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import ApiError, NotFound
@@ -114,7 +114,7 @@ class WalletLink(BaseModel):
 
 @routes.post("/api/v1/clients/{client_id}/wallet-links")
 @endpoint(
-    roles=("admin", "operator"), response=WalletLink, status=201, errors=("not_found", "client_blocked"), tag="clients"
+    roles=BANK_STAFF_WRITERS, response=WalletLink, status=201, errors=("not_found", "client_blocked"), tag="clients"
 )
 async def create_wallet_link(request: web.Request) -> web.Response:
     """Mint a one-time link that opens the client's wallet page in a browser.

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from merchant_portal.console.common import connection, now_of, reader, show, tz_of, writer_form
 from perks.audit import service as audit
-from perks.clients.routes import bank_today
 from perks.core.endpoint import endpoint
+from perks.core.today import bank_today
 from perks.core.errors import ApiError, BadRequest
 from perks.points import events, imports
 from perks.points.csvio import BatchRejected, Problems, csv_records, utf8_lines

@@ -22,7 +22,7 @@ from perks.catalogue import service as catalogue
 from perks.clients import search
 from perks.clients import service as clients
 from perks.core.appkeys import CONFIG
-from perks.core.auth import Principal
+from perks.core.auth import UNMASKED_CLIENT_VIEWERS, Principal
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_id
@@ -33,7 +33,6 @@ from perks.redemption.queries import list_client_redemptions
 from perks.vouchers.service import client_entitlements
 
 routes = web.RouteTableDef()
-FULL_VIEWERS = frozenset({"admin", "operator"})
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -45,7 +44,7 @@ def mask_phone(phone: str | None) -> str | None:
 
 def shown(actor: Principal, client: dict[str, Any]) -> dict[str, Any]:
     """The client as ``actor`` may see it: masked for an auditor."""
-    if actor.role in FULL_VIEWERS:
+    if actor.role in UNMASKED_CLIENT_VIEWERS:
         return client | {"masked": False}
     return client | {"name": mask_name(client["name"]), "phone": mask_phone(client["phone"]), "masked": True}
 

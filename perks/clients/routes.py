@@ -7,10 +7,10 @@ from datetime import date, datetime
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
-from perks.catalogue.routes import READERS, WRITERS
 from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone, Status, Tags
 from perks.clients import service
-from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.appkeys import CLOCK, POOL
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import BadRequest
 from perks.core.ids import parse_id
@@ -18,11 +18,11 @@ from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
 from perks.core.fields import CODE_PATTERN, Code, Patch, refuse_null
+from perks.core.today import bank_today
 from perks.core.validation import Body
 from perks.points.evaluation import clear_tier_override, set_tier_override
 
 routes = web.RouteTableDef()
-
 
 
 class ClientCreate(Body):
@@ -73,13 +73,8 @@ class ClientQuery(PageQuery):
     tag: str | None = Field(None, pattern=CODE_PATTERN, description="Only clients carrying this tag.")
 
 
-def bank_today(request: web.Request) -> date:
-    """Today's date in the bank's time zone, by the service's clock."""
-    return request.config_dict[CLOCK].now().astimezone(request.config_dict[CONFIG].timezone).date()
-
-
 @routes.post("/api/v1/clients")
-@endpoint(roles=WRITERS, body=ClientCreate, response=ClientView, status=201, errors=("conflict",), tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, body=ClientCreate, response=ClientView, status=201, errors=("conflict",), tag="clients")
 async def create_client(request: web.Request, body: ClientCreate) -> web.Response:
     """Enrol a client.
 
@@ -92,7 +87,7 @@ async def create_client(request: web.Request, body: ClientCreate) -> web.Respons
 
 
 @routes.get("/api/v1/clients")
-@endpoint(roles=READERS, query=ClientQuery, response=Page[ClientView], tag="clients")
+@endpoint(roles=BANK_STAFF_READERS, query=ClientQuery, response=Page[ClientView], tag="clients")
 async def list_clients(request: web.Request, query: ClientQuery) -> web.Response:
     """The clients, oldest first; filter by `external_ref`, `tier`, `status` or `tag`."""
     after = decode_cursor(query.cursor, 2)
@@ -110,7 +105,7 @@ async def list_clients(request: web.Request, query: ClientQuery) -> web.Response
 
 
 @routes.get("/api/v1/clients/{client_id}")
-@endpoint(roles=READERS, response=ClientView, errors=("not_found",), tag="clients")
+@endpoint(roles=BANK_STAFF_READERS, response=ClientView, errors=("not_found",), tag="clients")
 async def get_client(request: web.Request) -> web.Response:
     """One client."""
     client_id = parse_id(request.match_info["client_id"])
@@ -119,7 +114,7 @@ async def get_client(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/clients/{client_id}")
-@endpoint(roles=WRITERS, body=ClientPatch, response=ClientView, errors=("not_found",), tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, body=ClientPatch, response=ClientView, errors=("not_found",), tag="clients")
 async def update_client(request: web.Request, body: ClientPatch) -> web.Response:
     """Change a client's tier, status, name, phone or birthday.
 
@@ -148,7 +143,7 @@ async def update_client(request: web.Request, body: ClientPatch) -> web.Response
 
 
 @routes.put("/api/v1/clients/{client_id}/tags")
-@endpoint(roles=WRITERS, body=TagsPut, response=ClientView, errors=("not_found",), tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, body=TagsPut, response=ClientView, errors=("not_found",), tag="clients")
 async def put_tags(request: web.Request, body: TagsPut) -> web.Response:
     """Replace a client's tags (segments).
 

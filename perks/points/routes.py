@@ -5,24 +5,24 @@ from __future__ import annotations
 import dataclasses
 import io
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.catalogue.routes import READERS, WRITERS
-from perks.clients.routes import bank_today
 from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.endpoint import Handler, endpoint, principal_of, spec_of
 from perks.core.errors import ApiError, BadRequest
-from perks.core.fields import Code, cursor_value
+from perks.core.fields import cursor_value
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, page
 from perks.core.schemas import Page
-from perks.core.validation import Body, validate
+from perks.core.today import bank_today
+from perks.core.validation import validate
 from perks.points import evaluation, events, imports, rules
+from perks.points.models import RulePut, SourcePath
 from perks.points.csvio import Problems, csv_records, utf8_lines
 
 routes = web.RouteTableDef()
@@ -61,18 +61,6 @@ async def read_capped(request: web.Request, cap: int) -> bytes:
 # Rules ----------------------------------------------------------------------------------------------------------
 
 
-class SourcePath(BaseModel):
-    source: Code
-
-
-class RulePut(Body):
-    points_per_yuan: Decimal = Field(
-        ge=0, le=10_000, decimal_places=4,
-        description="Points earned per yuan (100 fen), at most 4 decimal places; a JSON number or a decimal string. "
-        "An event earns floor(amount_fen × points_per_yuan / 100) points.",
-    )
-
-
 class RuleView(BaseModel):
     source: str
     points_per_yuan: str = Field(description="Points per yuan, as an exact decimal string (`\"1.5\"`).")
@@ -81,7 +69,7 @@ class RuleView(BaseModel):
 
 
 @routes.put("/api/v1/points/rules/{source}")
-@endpoint(roles=WRITERS, body=RulePut, response=RuleView, tag="points")
+@endpoint(roles=BANK_STAFF_WRITERS, body=RulePut, response=RuleView, tag="points")
 async def put_rule(request: web.Request, body: RulePut) -> web.Response:
     """Set the points rule of a source of contribution.
 
@@ -94,7 +82,7 @@ async def put_rule(request: web.Request, body: RulePut) -> web.Response:
 
 
 @routes.get("/api/v1/points/rules")
-@endpoint(roles=READERS, query=PageQuery, response=Page[RuleView], tag="points")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[RuleView], tag="points")
 async def list_rules(request: web.Request, query: PageQuery) -> web.Response:
     """The points rules, in order of their sources."""
     after = cursor_value(query.cursor, str)
@@ -115,7 +103,7 @@ class IngestResult(BaseModel):
 
 @routes.post("/api/v1/points/events")
 @reads_own_body(events.EventBatch)
-@endpoint(roles=WRITERS, response=IngestResult, errors=("bad_request", "payload_too_large"), tag="points")
+@endpoint(roles=BANK_STAFF_WRITERS, response=IngestResult, errors=("bad_request", "payload_too_large"), tag="points")
 async def ingest_events(request: web.Request) -> web.Response:
     """Ingest contribution events (up to 10,000; at most 8 MiB of JSON).
 
@@ -144,7 +132,7 @@ class ClientPoints(BaseModel):
 
 
 @routes.get("/api/v1/clients/{client_id}/points")
-@endpoint(roles=READERS, response=ClientPoints, errors=("not_found",), tag="points")
+@endpoint(roles=BANK_STAFF_READERS, response=ClientPoints, errors=("not_found",), tag="points")
 async def client_points(request: web.Request) -> web.Response:
     """A client's points: those earned in the trailing twelve months."""
     client_id = parse_id(request.match_info["client_id"])
@@ -167,7 +155,7 @@ class EvaluationResult(BaseModel):
 
 
 @routes.post("/api/v1/tiers/evaluate")
-@endpoint(roles=WRITERS, response=EvaluationResult, tag="points")
+@endpoint(roles=BANK_STAFF_WRITERS, response=EvaluationResult, tag="points")
 async def evaluate_tiers(request: web.Request) -> web.Response:
     """Evaluate every client's tier from its points.
 
@@ -201,7 +189,7 @@ class TierChange(BaseModel):
 
 
 @routes.get("/api/v1/clients/{client_id}/tier-history")
-@endpoint(roles=READERS, query=PageQuery, response=Page[TierChange], errors=("not_found",), tag="points")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[TierChange], errors=("not_found",), tag="points")
 async def tier_history(request: web.Request, query: PageQuery) -> web.Response:
     """A client's tier changes, newest first."""
     client_id = parse_id(request.match_info["client_id"])
@@ -222,7 +210,7 @@ class ImportResult(BaseModel):
 
 
 @routes.post("/api/v1/clients/import")
-@endpoint(roles=WRITERS, response=ImportResult, consumes="text/csv", tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, response=ImportResult, consumes="text/csv", tag="clients")
 async def import_clients(request: web.Request) -> web.Response:
     """Create or update clients from a CSV file (`Content-Type: text/csv`, at most 16 MiB).
 
