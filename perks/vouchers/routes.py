@@ -10,7 +10,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, KEYRING, METRICS, POOL
+from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, METRICS, POOL
 from perks.core.auth import CLIENTS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_id
@@ -18,6 +18,7 @@ from perks.core.jsonutil import json_response
 from perks.core.validation import Body, Query
 from perks.points.events import client_points
 from perks.vouchers import qr, service
+from perks.vouchers.appkeys import KEYRING
 from perks.vouchers.keys import JWKS_MAX_AGE_SECONDS
 
 routes = web.RouteTableDef()
