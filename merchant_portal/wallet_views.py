@@ -13,10 +13,11 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from merchant_portal import security, wallet_links
+from merchant_portal import security
 from merchant_portal.pages import checked_form, current_principal, explain, form_text, redirect, render, site_of
 from perks import quotas
 from perks.accounts import sessions
+from perks.clients import wallet_links
 from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, METRICS, POOL
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from aiohttp import web
 
 from merchant_portal.console.common import connection, now_of, reader, show, tz_of, writer_form
 from perks.audit import service as audit
+from perks.core.clock import date_bounds
 from perks.core.endpoint import endpoint
 from perks.core.today import bank_today
 from perks.core.errors import ApiError, BadRequest
@@ -67,8 +68,8 @@ async def audit_page(request: web.Request) -> web.Response:
     if problems or any("\x00" in value for value in filters.values()):
         raise BadRequest(problems or {"body": "not an allowed value"})
     tz = tz_of(request)
-    at_from = datetime.combine(day_from, time(0), tzinfo=tz) if day_from else None
-    at_to = datetime.combine(day_to + timedelta(days=1), time(0), tzinfo=tz) if day_to else None
+    at_from = date_bounds(day_from, tz)[0] if day_from else None
+    at_to = date_bounds(day_to, tz)[1] if day_to else None
     async with connection(request) as conn:
         entries = await audit.list_entries(
             conn, entity_type=filters["entity_type"] or None, entity_id=filters["entity_id"] or None,

@@ -7,13 +7,12 @@ operators and administrators, who serve clients and confirm who they are, see th
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
-from merchant_portal import wallet_links
 from merchant_portal.console.common import (
     PAGE_SIZE, connection, notice_of, now_of, page_links, problems_of, reader, show, tz_of, writer_form,
 )
@@ -21,8 +20,10 @@ from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
 from perks.clients import search
 from perks.clients import service as clients
+from perks.clients import wallet_links
 from perks.core.appkeys import CONFIG
 from perks.core.auth import UNMASKED_CLIENT_VIEWERS, Principal
+from perks.core.clock import date_bounds
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_id
@@ -109,7 +110,7 @@ async def _failed(request: web.Request, form_id: str, error: ApiError, values: d
 
 def end_of_day(day: date, tz: Any) -> datetime:
     """The first instant after ``day`` in the bank's time zone: an override "until a date" holds through it."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+    return date_bounds(day, tz)[1]
 
 
 @routes.post("/clients/{client_id}/override")

@@ -15,7 +15,7 @@ from perks.core.auth import (
     ALL_ROLES, BANK_ADMINS, BANK_AUDIT_READERS, BANK_STAFF_AND_MANAGERS, BANK_STAFF_WRITERS,
     BANK_WRITERS_AND_MANAGERS, USERS, Principal, ensure_merchant_scope,
 )
-from perks.core.endpoint import SESSION_TOKENS, endpoint, principal_of
+from perks.core.endpoint import endpoint, issue_session_token, principal_of
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
@@ -63,7 +63,7 @@ async def issue_token(request: web.Request, body: TokenRequest) -> web.Response:
 def _session_response(request: web.Request, principal: Principal) -> web.Response:
     config = request.config_dict[CONFIG]
     now = request.config_dict[CLOCK].now()
-    token = request.config_dict[SESSION_TOKENS].issue(principal, now, config.session_ttl_seconds)
+    token = issue_session_token(request, principal, now, config.session_ttl_seconds)
     return json_response(
         {
             "access_token": token,
@@ -134,7 +134,7 @@ async def create_client_session(request: web.Request) -> web.Response:
     now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:
         principal = await service.client_principal(conn, principal_of(request), client_id)
-    token = request.config_dict[SESSION_TOKENS].issue(principal, now, config.client_session_ttl_seconds)
+    token = issue_session_token(request, principal, now, config.client_session_ttl_seconds)
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": config.client_session_ttl_seconds},
         status=201,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Collection
 
 from aiohttp import web
@@ -143,8 +144,19 @@ def authenticate(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
-    tokens = request.config_dict[SESSION_TOKENS]
-    return tokens.verify(token.strip(), request.config_dict[CLOCK].now())
+    return verify_session_token(request, token.strip())
+
+
+def issue_session_token(request: web.Request, principal: Principal, now: datetime, ttl_seconds: int) -> str:
+    """A session token for ``principal`` valid for ``ttl_seconds`` from ``now``: an API bearer token or a page's
+    session cookie, which are the same kind."""
+    return request.config_dict[SESSION_TOKENS].issue(principal, now, ttl_seconds)
+
+
+def verify_session_token(request: web.Request, token: str) -> Principal:
+    """The principal of a valid, unexpired session token by the service's clock; 401 for anything else (whether
+    it was revoked since is :func:`perks.core.auth.session_is_current`'s question)."""
+    return request.config_dict[SESSION_TOKENS].verify(token, request.config_dict[CLOCK].now())
 
 
 def principal_of(request: web.Request) -> Principal:
