@@ -7,9 +7,10 @@ from typing import Any, Mapping
 import asyncpg
 
 from perks.audit import service as audit
+from perks.audit.changes import AuditedRow, audited_update
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
-from perks.core.updates import changed_fields, constraint_errors
+from perks.core.updates import constraint_errors
 
 # The database's constraints are the last word on every rule; these name the field each one guards, so that a
 # caller that skipped the HTTP models (an importer, a seeder) still gets a 400 or 409 rather than a 500.
@@ -32,8 +33,6 @@ CATALOGUE_CONSTRAINTS = {
 
 
 # Tiers ----------------------------------------------------------------------------------------------------------
-
-TIER_FIELDS = frozenset({"name", "rank", "min_points"})
 
 INSERT_TIER = """
 INSERT INTO tiers (code, name, rank, min_points) VALUES ($1, $2, $3, $4)
@@ -92,27 +91,15 @@ async def list_tiers(conn: asyncpg.Connection, after_rank: int | None, limit: in
     return [tier_view(row) for row in await conn.fetch(SELECT_TIERS, after_rank, limit)]
 
 
+TIER_ROW = AuditedRow("tier", LOCK_TIER, UPDATE_TIER, ("name", "rank", "min_points"), tier_view, CATALOGUE_CONSTRAINTS)
+
+
 async def update_tier(conn: asyncpg.Connection, actor: Principal, code: str, **changes: Any) -> dict[str, Any]:
     """Change a tier's name, rank or minimum points (its code never changes); audited when anything differs."""
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_TIER, code)
-        if row is None:
-            raise NotFound()
-        before = tier_view(row)
-        changed = changed_fields(before, changes, TIER_FIELDS)
-        if not changed:
-            return before
-        merged = before | changed
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(UPDATE_TIER, code, merged["name"], merged["rank"], merged["min_points"])
-        after = tier_view(row)
-        await audit.record(conn, actor, "tier.update", "tier", code, before, after)
-    return after
+    return await audited_update(conn, actor, TIER_ROW, (code,), changes)
 
 
 # Perks ----------------------------------------------------------------------------------------------------------
-
-PERK_FIELDS = frozenset({"name", "category", "description", "voucher_ttl_seconds", "birthday_only"})
 
 INSERT_PERK = """
 INSERT INTO perks (code, name, category, description, voucher_ttl_seconds, birthday_only)
@@ -189,32 +176,17 @@ async def list_perks(conn: asyncpg.Connection, after_code: str | None, limit: in
     return [perk_view(row) for row in await conn.fetch(SELECT_PERKS, after_code, limit)]
 
 
+PERK_ROW = AuditedRow(
+    "perk", LOCK_PERK, UPDATE_PERK, ("name", "category", "description", "voucher_ttl_seconds", "birthday_only"),
+    perk_view, CATALOGUE_CONSTRAINTS,
+)
+
+
 async def update_perk(conn: asyncpg.Connection, actor: Principal, code: str, **changes: Any) -> dict[str, Any]:
     """Change a perk (its code never changes); audited when anything differs.
 
     Vouchers already issued keep the lifetime they were signed with."""
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_PERK, code)
-        if row is None:
-            raise NotFound()
-        before = perk_view(row)
-        changed = changed_fields(before, changes, PERK_FIELDS)
-        if not changed:
-            return before
-        merged = before | changed
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(
-                UPDATE_PERK,
-                code,
-                merged["name"],
-                merged["category"],
-                merged["description"],
-                merged["voucher_ttl_seconds"],
-                merged["birthday_only"],
-            )
-        after = perk_view(row)
-        await audit.record(conn, actor, "perk.update", "perk", code, before, after)
-    return after
+    return await audited_update(conn, actor, PERK_ROW, (code,), changes)
 
 
 # Entitlements ---------------------------------------------------------------------------------------------------
