@@ -29,18 +29,11 @@ from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_id
 from perks.core.pagination import decode_cursor, page, time_id_key
 from perks.points import evaluation, events
-from perks.privacy import mask_name
+from perks.privacy import mask_name, mask_phone
 from perks.redemption.queries import list_client_redemptions
 from perks.vouchers.service import client_entitlements
 
 routes = web.RouteTableDef()
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """A phone number with all but its last four digits hidden."""
-    if not phone:
-        return phone
-    return "*" * max(len(phone) - 4, 0) + phone[-4:]
 
 
 def shown(actor: Principal, client: dict[str, Any]) -> dict[str, Any]:
