@@ -1,11 +1,13 @@
-"""One audited change of a row, as every editable record is changed: lock it, compare, write, record before and after.
+"""Audited changes of a row, as every editable record is changed: created and recorded; or locked, compared,
+written and recorded with its before and after.
 
-Each kind of row declares its statements once (:class:`AuditedRow`); :func:`audited_update` runs them the same
-way for tiers, perks, clients, merchants, stores and webhook subscriptions."""
+Each kind of row declares its statements once (:class:`AuditedRow`); :func:`audited_insert` and
+:func:`audited_update` run them the same way for tiers, perks, clients, merchants, stores and webhook
+subscriptions."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
@@ -36,10 +38,22 @@ class AuditedRow:
     view: View
     constraints: Mapping[str, str] | None = None  # which field each constraint guards; None: none is named
 
-    @property
-    def action(self) -> str:
-        """The audit log's action for a change of this kind of row."""
-        return f"{self.entity_type}.update"
+    def constraints_named(self) -> AbstractContextManager[None]:
+        """Where a refusal by a constraint is turned into the API's error naming its field (if ``constraints``)."""
+        return constraint_errors(self.constraints) if self.constraints is not None else nullcontext()
+
+
+async def audited_insert(
+    conn: asyncpg.Connection, actor: Principal, row: AuditedRow, insert: str, *args: Any, id_column: str = "id"
+) -> dict[str, Any]:
+    """Create a row of this kind by ``insert`` (which returns it) and record the creation, in one transaction: the
+    new row's view. A refusal by a constraint is named by field (where ``row`` names them)."""
+    async with conn.transaction():
+        with row.constraints_named():
+            written = await conn.fetchrow(insert, *args)
+        view = row.view(written)
+        await audit.record(conn, actor, f"{row.entity_type}.create", row.entity_type, written[id_column], None, view)
+    return view
 
 
 async def audited_update(
@@ -67,10 +81,10 @@ async def audited_update(
         if not changed:
             return before
         merged = before | changed
-        with constraint_errors(row.constraints) if row.constraints is not None else nullcontext():
+        with row.constraints_named():
             written = await conn.fetchrow(row.update, *key, *(merged[name] for name in row.columns), *trailing_args)
         after = row.view(written)
-        await audit.record(conn, actor, row.action, row.entity_type, key[0], before, after)
+        await audit.record(conn, actor, f"{row.entity_type}.update", row.entity_type, key[0], before, after)
         if after_change is not None:
             await after_change(conn, before, after)
     return after

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import asyncpg
 
 from perks.audit import service as audit
-from perks.audit.changes import AuditedRow, audited_update
+from perks.audit.changes import AuditedRow, audited_insert, audited_update
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
 from perks.core.updates import constraint_errors
@@ -70,12 +70,7 @@ async def create_tier(
     conn: asyncpg.Connection, actor: Principal, *, code: str, name: str, rank: int, min_points: int = 0
 ) -> dict[str, Any]:
     """Create a tier; 409 naming ``code`` or ``rank`` when either is taken."""
-    async with conn.transaction():
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(INSERT_TIER, code, name, rank, min_points)
-        view = tier_view(row)
-        await audit.record(conn, actor, "tier.create", "tier", code, None, view)
-    return view
+    return await audited_insert(conn, actor, TIER_ROW, INSERT_TIER, code, name, rank, min_points, id_column="code")
 
 
 async def get_tier(conn: asyncpg.Connection, code: str) -> dict[str, Any]:
@@ -153,14 +148,10 @@ async def create_perk(
     birthday_only: bool = False,
 ) -> dict[str, Any]:
     """Create a perk; 409 naming ``code`` when it is taken."""
-    async with conn.transaction():
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(
-                INSERT_PERK, code, name, category, description, voucher_ttl_seconds, birthday_only
-            )
-        view = perk_view(row)
-        await audit.record(conn, actor, "perk.create", "perk", code, None, view)
-    return view
+    return await audited_insert(
+        conn, actor, PERK_ROW, INSERT_PERK, code, name, category, description, voucher_ttl_seconds, birthday_only,
+        id_column="code",
+    )
 
 
 async def get_perk(conn: asyncpg.Connection, code: str) -> dict[str, Any]:

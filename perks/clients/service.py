@@ -9,12 +9,11 @@ from uuid import UUID
 import asyncpg
 
 from perks.audit import service as audit
-from perks.audit.changes import AuditedRow, audited_update
+from perks.audit.changes import AuditedRow, audited_insert, audited_update
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.pagination import time_id_after
 from perks.events.service import record_event
-from perks.core.updates import constraint_errors
 from perks.points.evaluation import record_tier_change
 
 STATUSES = ("active", "blocked")
@@ -118,12 +117,7 @@ async def create_client(
 
     ``today`` is the bank's date, against which a birthday must not lie in the future."""
     _check_birthday(birthday, today)
-    async with conn.transaction():
-        with constraint_errors(CLIENT_CONSTRAINTS):
-            row = await conn.fetchrow(INSERT_CLIENT, external_ref, name, phone, birthday, tier)
-        view = client_view(row)
-        await audit.record(conn, actor, "client.create", "client", row["id"], None, view)
-    return view
+    return await audited_insert(conn, actor, CLIENT_ROW, INSERT_CLIENT, external_ref, name, phone, birthday, tier)
 
 
 async def get_client(conn: asyncpg.Connection, client_id: UUID) -> dict[str, Any]:

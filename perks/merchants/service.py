@@ -10,7 +10,7 @@ import asyncpg
 
 from perks import quotas
 from perks.audit import service as audit
-from perks.audit.changes import AuditedRow, audited_update
+from perks.audit.changes import AuditedRow, audited_insert, audited_update
 from perks.events.service import record_event
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
@@ -76,11 +76,7 @@ async def create_merchant(
     contact_phone: str | None = None,
 ) -> dict[str, Any]:
     """Create an active merchant."""
-    async with conn.transaction():
-        row = await conn.fetchrow(INSERT_MERCHANT, name, category, city, contact_phone)
-        view = merchant_view(row)
-        await audit.record(conn, actor, "merchant.create", "merchant", row["id"], None, view)
-    return view
+    return await audited_insert(conn, actor, MERCHANT_ROW, INSERT_MERCHANT, name, category, city, contact_phone)
 
 
 SELECT_MERCHANT = """
