@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from perks.core.auth import MERCHANT_ROLES
+from perks.core.auth import CLIENTS, MERCHANT_ROLES
 
 if TYPE_CHECKING:
     from merchant_portal.pages import Site
@@ -47,7 +47,7 @@ def setup_portal(app: web.Application) -> None:
 
     app.add_routes(wallet_links.routes)
     portal = Site("portal", "/portal", "perks_portal", MERCHANT_ROLES)
-    wallet = Site("wallet", "/wallet", "perks_wallet", frozenset({"client"}))
+    wallet = Site("wallet", "/wallet", "perks_wallet", CLIENTS)
     portal_tables = [auth_views.routes, scan_views.routes, today_views.routes, overview_views.routes]
     app.add_subapp(portal.prefix, _site_app(portal, portal_tables))
     app.add_subapp(wallet.prefix, _site_app(wallet, [wallet_views.routes]))

@@ -5,22 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from merchant_portal import security
-from merchant_portal.pages import (
-    LoginRequired,
-    checked_form,
-    current_principal,
-    explain,
-    form_text,
-    redirect,
-    render,
-    site_of,
-)
-from perks.accounts import service as accounts
+from merchant_portal.login import LoginRefused, log_in
+from merchant_portal.pages import LoginRequired, checked_form, current_principal, explain, redirect, render, site_of
 from perks.accounts import sessions
-from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.appkeys import CLOCK, POOL
 from perks.core.auth import MERCHANT_ROLES
 from perks.core.endpoint import endpoint
-from perks.core.errors import ApiError
 
 routes = web.RouteTableDef()
 
@@ -48,30 +38,13 @@ async def login_page(request: web.Request) -> web.Response:
 @endpoint(produces="text/html", tag="portal")
 async def login_submit(request: web.Request) -> web.Response:
     """Log in: sets the portal's session cookie; five failures in 15 minutes lock the username."""
-    form = await checked_form(request)
-    username = form_text(form, "username", 64)
-    password = form.get("password", "")
-    if not username or not isinstance(password, str) or not password or len(password) > 256:
-        return _login_refused(request, username, "missing_credentials", 400)
-    now = request.config_dict[CLOCK].now()
     try:
-        async with request.config_dict[POOL].acquire() as conn:
-            principal = await accounts.login(conn, username, password, now)
-    except ApiError as error:
-        return _login_refused(request, username, error.code, error.status)
-    if principal.role not in MERCHANT_ROLES:
-        return _login_refused(request, username, "not_merchant_user", 403)
-    ttl = request.config_dict[CONFIG].session_ttl_seconds
-    token = security.issue_session(request, principal, ttl)
-    response = redirect(site_of(request).url("/scan"))
-    security.set_cookie(request, response, site_of(request).cookie, token, site_of(request).prefix, ttl)
+        response = await log_in(request, MERCHANT_ROLES, "not_merchant_user", "/scan")
+    except LoginRefused as refused:
+        context = {"username": refused.username, "error": explain(request, refused.code)}
+        return render(request, "login.html", context, status=refused.status)
     security.end_pre_session(response)
     return response
-
-
-def _login_refused(request: web.Request, username: str, code: str, status: int) -> web.Response:
-    message = explain(request, code)
-    return render(request, "login.html", {"username": username, "error": message}, status=status)
 
 
 @routes.post("/logout")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 
 from merchant_portal import charts
@@ -16,23 +15,9 @@ from perks.core.errors import Forbidden
 from perks.feedback.service import merchant_rating
 from perks.merchants import service as merchants
 from perks.quotas import quota_period
+from perks.redemption.queries import monthly_redemptions
 
 routes = web.RouteTableDef()
-
-# Redemptions standing (not voided) per quota month: the same count the merchant's capacity is held against.
-SELECT_MONTHLY_REDEMPTIONS = """
-SELECT quota_month AS month, count(*) AS redeemed
-FROM redemptions
-WHERE merchant_id = $1 AND quota_year = $2 AND status = 'redeemed'
-GROUP BY quota_month
-"""
-
-
-async def monthly_redemptions(conn: asyncpg.Connection, merchant_id: UUID, year: int) -> dict[int, int]:
-    """Redemptions not voided per quota month of ``year``."""
-    rows = await conn.fetch(SELECT_MONTHLY_REDEMPTIONS, merchant_id, year)
-    return {row["month"]: row["redeemed"] for row in rows}
-
 
 @routes.get("/overview")
 @endpoint(produces="text/html", tag="portal")

@@ -19,7 +19,7 @@ from merchant_portal.i18n import error_text, language_of, remember_language, tra
 from perks.core.auth import Principal
 from perks.core.db import is_database_unavailable
 from perks.core.errors import ApiError
-from perks.core.middleware import HTTP_CODES
+from perks.core.middleware import code_for_status
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ async def html_errors(request: web.Request, handler):  # type: ignore[no-untyped
     except web.HTTPException as exc:
         if exc.status < 400 or wants_json(request):
             raise
-        return error_page(request, HTTP_CODES.get(exc.status, "bad_request"), exc.status)
+        return error_page(request, code_for_status(exc.status) or "bad_request", exc.status)
     except Exception as exc:
         if wants_json(request):
             raise

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import Principal, derive_key, session_is_current
-from perks.core.endpoint import SESSION_TOKENS
+from perks.core.endpoint import issue_session_token, verify_session_token
 from perks.core.errors import ApiError
 from perks.core.validation import text_problem
 
@@ -87,7 +87,7 @@ def clear_cookie(response: web.StreamResponse, name: str, path: str) -> None:
 def issue_session(request: web.Request, principal: Principal, ttl_seconds: int) -> str:
     """A session token for ``principal``, the same kind the API's bearer tokens are."""
     now = request.config_dict[CLOCK].now()
-    return request.config_dict[SESSION_TOKENS].issue(principal, now, ttl_seconds)
+    return issue_session_token(request, principal, now, ttl_seconds)
 
 
 def session_principal(request: web.Request, cookie: str, roles: frozenset[str]) -> Principal | None:
@@ -102,7 +102,7 @@ def _cookie_principal(request: web.Request, cookie: str, roles: frozenset[str]) 
     if not token or text_problem(token):  # a cookie of undecodable bytes is no session (never a 500)
         return None
     try:
-        principal = request.config_dict[SESSION_TOKENS].verify(token, request.config_dict[CLOCK].now())
+        principal = verify_session_token(request, token)
     except ApiError:
         return None
     return principal if principal.role in roles else None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
@@ -14,6 +12,7 @@ from merchant_portal.pages import checked_form, current_principal, explain, form
 from perks.catalogue import service as catalogue
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import Principal
+from perks.core.clock import day_bounds
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError
 from perks.core.ids import parse_id
@@ -25,12 +24,6 @@ routes = web.RouteTableDef()
 PAGE_SIZE = 100
 NAME_LIST_LIMIT = 500
 MAX_REASON_CHARS = 500
-
-
-def today_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """Midnight to midnight of ``now``'s day in the bank's time zone."""
-    start = datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
-    return start, datetime.combine(start.date() + timedelta(days=1), time(0), tzinfo=tz)
 
 
 async def perk_names(conn: asyncpg.Connection) -> dict[str, str]:
@@ -49,7 +42,7 @@ async def _today_page(
 ) -> web.Response:
     config = request.config_dict[CONFIG]
     now = request.config_dict[CLOCK].now()
-    day_start, day_end = today_bounds(now, config.timezone)
+    day_start, day_end = day_bounds(now, config.timezone)
     cursor = request.query.get("cursor") or None
     async with request.config_dict[POOL].acquire() as conn:
         listing = await redemption.list_merchant_redemptions(

@@ -13,11 +13,12 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from merchant_portal import security, wallet_links
+from merchant_portal import security
 from merchant_portal.pages import checked_form, current_principal, explain, form_text, redirect, render, site_of
 from perks import quotas
 from perks.accounts import sessions
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, KEYRING, METRICS, POOL
+from perks.clients import wallet_links
+from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, METRICS, POOL
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint
 from perks.core.errors import NotFound
@@ -25,6 +26,7 @@ from perks.core.jsonutil import json_response
 from perks.core.validation import Body
 from perks.vouchers import qr
 from perks.vouchers import service as vouchers
+from perks.vouchers.appkeys import KEYRING
 
 routes = web.RouteTableDef()
 

@@ -1,4 +1,5 @@
-"""What of a client may be shown to a merchant: a masked name, nothing else personal."""
+"""How a client is shown to whoever need not reach the person: a merchant sees a masked name and nothing else
+personal; an auditor the masked name and a masked phone."""
 
 from __future__ import annotations
 
@@ -11,3 +12,10 @@ def mask_name(name: str) -> str:
     if len(chars) == 2:
         return chars[0] + "*"
     return chars[0] + "*" * (len(chars) - 2) + chars[-1]
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """A phone number with all but its last four digits hidden."""
+    if not phone:
+        return phone
+    return "*" * max(len(phone) - 4, 0) + phone[-4:]

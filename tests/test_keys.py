@@ -23,7 +23,7 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet
 
 from perks.app import create_app
-from perks.core.appkeys import KEYRING
+from perks.vouchers.appkeys import KEYRING
 from perks.core.clock import Clock
 from perks.core.db import connect
 from perks.core.errors import DatabaseUnavailable, Refusal

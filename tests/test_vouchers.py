@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from perks.core.appkeys import KEYRING
+from perks.vouchers.appkeys import KEYRING
 from perks.core.errors import ApiError
 from perks.vouchers.service import issue_voucher
 

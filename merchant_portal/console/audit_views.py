@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +15,9 @@ from perks.audit import service as audit
 from perks.clients import imports
 from perks.core.batches import BatchRejected, Problems
 from perks.core.csvfiles import csv_records, utf8_lines
-from perks.core.endpoint import bank_today, endpoint
+from perks.core.clock import date_bounds
+from perks.core.endpoint import endpoint
+from perks.core.today import bank_today
 from perks.core.errors import ApiError, BadRequest
 from perks.points import events
 
@@ -68,8 +70,8 @@ async def audit_page(request: web.Request) -> web.Response:
     if problems or any("\x00" in value for value in filters.values()):
         raise BadRequest(problems or {"body": "not an allowed value"})
     tz = tz_of(request)
-    at_from = datetime.combine(day_from, time(0), tzinfo=tz) if day_from else None
-    at_to = datetime.combine(day_to + timedelta(days=1), time(0), tzinfo=tz) if day_to else None
+    at_from = date_bounds(day_from, tz)[0] if day_from else None
+    at_to = date_bounds(day_to, tz)[1] if day_to else None
     async with connection(request) as conn:
         entries = await audit.list_entries(
             conn, entity_type=filters["entity_type"] or None, entity_id=filters["entity_id"] or None,

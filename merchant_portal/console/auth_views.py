@@ -5,13 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from merchant_portal import security
-from merchant_portal.console.common import connection, now_of, reader, show
-from merchant_portal.pages import checked_form, explain, form_text, redirect, site_of
-from perks.accounts import service as accounts
-from perks.core.appkeys import CONFIG
+from merchant_portal.console.common import reader, show
+from merchant_portal.login import LoginRefused, log_in
+from merchant_portal.pages import checked_form, explain, redirect, site_of
 from perks.core.auth import STAFF_ROLES
 from perks.core.endpoint import endpoint
-from perks.core.errors import ApiError
 
 routes = web.RouteTableDef()
 
@@ -36,28 +34,11 @@ async def login_page(request: web.Request) -> web.Response:
 @endpoint(produces="text/html", tag="console")
 async def login_submit(request: web.Request) -> web.Response:
     """Log in: sets the console's session cookie; five failures in 15 minutes lock the username (as the API)."""
-    form = await checked_form(request)
-    username = form_text(form, "username", 64)
-    password = form.get("password", "")
-    if not username or not isinstance(password, str) or not password or len(password) > 256:
-        return _refused(request, username, "missing_credentials", 400)
     try:
-        async with connection(request) as conn:
-            principal = await accounts.login(conn, username, password, now_of(request))
-    except ApiError as error:
-        return _refused(request, username, error.code, error.status)
-    if principal.role not in STAFF_ROLES:
-        return _refused(request, username, "not_staff_user", 403)
-    ttl = request.config_dict[CONFIG].session_ttl_seconds
-    token = security.issue_session(request, principal, ttl)
-    site = site_of(request)
-    response = redirect(site.url("/dashboard"))
-    security.set_cookie(request, response, site.cookie, token, site.prefix, ttl)
-    return response
-
-
-def _refused(request: web.Request, username: str, code: str, status: int) -> web.Response:
-    return show(request, "console/login.html", {"username": username, "error": explain(request, code)}, status=status)
+        return await log_in(request, STAFF_ROLES, "not_staff_user", "/dashboard")
+    except LoginRefused as refused:
+        context = {"username": refused.username, "error": explain(request, refused.code)}
+        return show(request, "console/login.html", context, status=refused.status)
 
 
 @routes.get("/me")

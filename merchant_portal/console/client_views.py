@@ -7,13 +7,12 @@ operators and administrators, who serve clients and confirm who they are, see th
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
-from merchant_portal import wallet_links
 from merchant_portal.console.common import (
     PAGE_SIZE, connection, notice_of, now_of, page_links, problems_of, reader, show, tz_of, writer_form,
 )
@@ -22,31 +21,25 @@ from perks.catalogue import service as catalogue
 from perks.clients import search
 from perks.clients import service as clients
 from perks.clients import tiers as client_tiers
+from perks.clients import wallet_links
 from perks.core.appkeys import CONFIG
-from perks.core.auth import Principal
+from perks.core.auth import UNMASKED_CLIENT_VIEWERS, Principal
+from perks.core.clock import date_bounds
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_id
 from perks.core.pagination import decode_cursor, page, time_id_key
 from perks.points import events
-from perks.privacy import mask_name
+from perks.privacy import mask_name, mask_phone
 from perks.redemption.queries import list_client_redemptions
 from perks.vouchers.service import client_entitlements
 
 routes = web.RouteTableDef()
-FULL_VIEWERS = frozenset({"admin", "operator"})
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """A phone number with all but its last four digits hidden."""
-    if not phone:
-        return phone
-    return "*" * max(len(phone) - 4, 0) + phone[-4:]
 
 
 def shown(actor: Principal, client: dict[str, Any]) -> dict[str, Any]:
     """The client as ``actor`` may see it: masked for an auditor."""
-    if actor.role in FULL_VIEWERS:
+    if actor.role in UNMASKED_CLIENT_VIEWERS:
         return client | {"masked": False}
     return client | {"name": mask_name(client["name"]), "phone": mask_phone(client["phone"]), "masked": True}
 
@@ -111,7 +104,7 @@ async def _failed(request: web.Request, form_id: str, error: ApiError, values: d
 
 def end_of_day(day: date, tz: Any) -> datetime:
     """The first instant after ``day`` in the bank's time zone: an override "until a date" holds through it."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+    return date_bounds(day, tz)[1]
 
 
 @routes.post("/clients/{client_id}/override")

@@ -15,13 +15,11 @@ from pydantic import BaseModel, ValidationError
 from merchant_portal.i18n import catalogue, language_of
 from merchant_portal.pages import LoginRequired, checked_form, current_principal, form_text, redirect, site_of
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import Principal
+from perks.core.auth import BANK_STAFF_WRITERS, Principal
 from perks.core.errors import ApiError, BadRequest, Forbidden
 from perks.core.validation import field_errors
 from perks.quotas import quota_period
 
-WRITERS = frozenset({"admin", "operator"})
-FINALIZERS = frozenset({"admin"})
 PAGE_SIZE = 25
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -40,7 +38,7 @@ def reader(request: web.Request) -> Principal:
     return current_principal(request)
 
 
-async def writer_form(request: web.Request, roles: frozenset[str] = WRITERS) -> tuple[Principal, MultiDictProxy[Any]]:
+async def writer_form(request: web.Request, roles: frozenset[str] = BANK_STAFF_WRITERS) -> tuple[Principal, MultiDictProxy[Any]]:
     """The principal and the CSRF-checked form of a change; an auditor (or a role not in ``roles``) is refused."""
     actor = current_principal(request)
     if actor.role not in roles:

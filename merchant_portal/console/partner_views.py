@@ -13,14 +13,14 @@ from merchant_portal.console.common import (
 )
 from merchant_portal.pages import redirect, site_of
 from perks.accounts import service as accounts
-from perks.accounts.routes import MerchantUserCreate
+from perks.accounts.models import MerchantUserCreate
 from perks.catalogue import service as catalogue
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_code, parse_id
 from perks.core.pagination import decode_cursor, page, time_id_key
 from perks.merchants import queries, service
-from perks.merchants.routes import AgreementPut, MerchantCreate, StoreCreate
+from perks.merchants.models import AgreementPut, MerchantCreate, StoreCreate
 
 routes = web.RouteTableDef()
 STATUSES = ("active", "suspended")

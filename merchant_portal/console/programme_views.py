@@ -17,12 +17,12 @@ from merchant_portal.console.common import (
 )
 from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
-from perks.catalogue.routes import EntitlementPut, PerkCreate, PerkPatch, TierCreate, TierPatch
+from perks.catalogue.models import EntitlementPut, PerkCreate, PerkPatch, TierCreate, TierPatch
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_code
 from perks.points import rules
-from perks.points.routes import RulePut, SourcePath
+from perks.points.models import RulePut, SourcePath
 
 routes = web.RouteTableDef()
 FORM_ERRORS = (BadRequest, Conflict)

@@ -3,24 +3,27 @@ adjustments, its CSV, finalizing with a confirmation) and redemptions (list, fil
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from merchant_portal.console.common import (
-    FINALIZERS, PAGE_SIZE, WRITERS, connection, notice_of, now_of, page_links, problems_of, reader, show, tz_of,
+    PAGE_SIZE, connection, notice_of, now_of, page_links, problems_of, reader, show, tz_of,
     writer_form,
 )
 from merchant_portal.pages import redirect, site_of
 from perks.catalogue import service as catalogue
+from perks.core.auth import BANK_ADMINS, BANK_STAFF_WRITERS
+from perks.core.clock import date_bounds
 from perks.core.endpoint import endpoint
 from perks.core.errors import ApiError, BadRequest, Conflict
 from perks.core.ids import parse_code, parse_id
+from perks.core.today import bank_today
 from perks.merchants import queries as merchant_queries
 from perks.redemption import staff_queries
-from perks.redemption.routes import VoidRequest
+from perks.redemption.models import VoidRequest
 from perks.redemption.voids import void
 from perks.settlement import service as settlement
 from perks.settlement.periods import Month
@@ -33,7 +36,7 @@ def _month_or_last(request: web.Request, text: str | None) -> Month:
     """The month asked for, else the last ended month in the bank's time zone (the one to settle)."""
     if text:
         return Month.parse(text)
-    today = now_of(request).astimezone(tz_of(request)).date()
+    today = bank_today(request)
     first = today.replace(day=1) - timedelta(days=1)
     return Month(first.year, first.month)
 
@@ -87,7 +90,7 @@ async def statement_download(request: web.Request) -> web.StreamResponse:
 @endpoint(produces="text/html", tag="console")
 async def statement_finalize(request: web.Request) -> web.Response:
     """Finalize a statement (administrators, as in the API), once the box confirming it is ticked."""
-    actor, form = await writer_form(request, FINALIZERS)
+    actor, form = await writer_form(request, BANK_ADMINS)
     merchant_id, month = parse_id(request.match_info["merchant_id"]), Month.parse(request.match_info["month"])
     if form.get("confirm") != "1":
         return await _statement(request, errors={"confirm": _text(request, "error.confirm_required")}, status=400)
@@ -142,8 +145,7 @@ async def _redemptions(request: web.Request, *, failed: str | None = None, error
     filters = _filters(request)
     at_from = at_to = None
     if filters["day"] is not None:
-        at_from = datetime.combine(filters["day"], time(0), tzinfo=tz_of(request))
-        at_to = at_from + timedelta(days=1)
+        at_from, at_to = date_bounds(filters["day"], tz_of(request))
     async with connection(request) as conn:
         listed = await staff_queries.list_redemptions(
             conn, merchant_id=filters["merchant"], perk=filters["perk"], at_from=at_from, at_to=at_to,
@@ -164,7 +166,7 @@ async def _redemptions(request: web.Request, *, failed: str | None = None, error
 @endpoint(produces="text/html", tag="console")
 async def redemption_void(request: web.Request) -> web.Response:
     """Void a redemption (operators, administrators) with a reason, once confirmed: quota and capacity come back."""
-    actor, form = await writer_form(request, WRITERS)
+    actor, form = await writer_form(request, BANK_STAFF_WRITERS)
     redemption_id = parse_id(request.match_info["redemption_id"])
     reason = form.get("reason", "")
     form_id = str(redemption_id)

@@ -9,9 +9,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from perks.accounts import service, sessions, users
+from perks.accounts.models import MerchantUserCreate, Password, StaffCreate
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import MERCHANT_ROLES, STAFF_ROLES, Principal, ensure_merchant_scope
-from perks.core.endpoint import SESSION_TOKENS, endpoint, principal_of
+from perks.core.auth import (
+    ALL_ROLES, BANK_ADMINS, BANK_AUDIT_READERS, BANK_STAFF_AND_MANAGERS, BANK_STAFF_WRITERS,
+    BANK_WRITERS_AND_MANAGERS, USERS, Principal, ensure_merchant_scope,
+)
+from perks.core.endpoint import endpoint, issue_session_token, principal_of
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
@@ -19,13 +23,6 @@ from perks.core.schemas import Page
 from perks.core.validation import Body
 
 routes = web.RouteTableDef()
-
-Username = Field(min_length=1, max_length=64, pattern=service.USERNAME_PATTERN)
-Password = Field(
-    min_length=service.PASSWORD_MIN_LENGTH,
-    max_length=service.PASSWORD_MAX_LENGTH,
-    description="At least 8 characters; not a common password, nor the username.",
-)
 
 NewPassword = Field(
     default=None,
@@ -66,7 +63,7 @@ async def issue_token(request: web.Request, body: TokenRequest) -> web.Response:
 def _session_response(request: web.Request, principal: Principal) -> web.Response:
     config = request.config_dict[CONFIG]
     now = request.config_dict[CLOCK].now()
-    token = request.config_dict[SESSION_TOKENS].issue(principal, now, config.session_ttl_seconds)
+    token = issue_session_token(request, principal, now, config.session_ttl_seconds)
     return json_response(
         {
             "access_token": token,
@@ -86,7 +83,7 @@ class PasswordChange(Body):
 
 @routes.post("/api/v1/auth/password")
 @endpoint(
-    roles=STAFF_ROLES | MERCHANT_ROLES,
+    roles=USERS,
     body=PasswordChange,
     response=TokenResponse,
     errors=("too_many_attempts",),
@@ -106,7 +103,7 @@ async def change_password(request: web.Request, body: PasswordChange) -> web.Res
 
 
 @routes.post("/api/v1/auth/logout")
-@endpoint(roles=STAFF_ROLES | MERCHANT_ROLES | {"client"}, status=204, tag="sessions")
+@endpoint(roles=ALL_ROLES, status=204, tag="sessions")
 async def log_out(request: web.Request) -> web.Response:
     """End every session of the caller's account, on every device (the session generation is bumped)."""
     async with request.config_dict[POOL].acquire() as conn:
@@ -122,7 +119,7 @@ class ClientSession(BaseModel):
 
 @routes.post("/api/v1/clients/{client_id}/sessions")
 @endpoint(
-    roles={"admin", "operator"},
+    roles=BANK_STAFF_WRITERS,
     response=ClientSession,
     status=201,
     errors=("not_found", "client_blocked"),
@@ -137,17 +134,11 @@ async def create_client_session(request: web.Request) -> web.Response:
     now = request.config_dict[CLOCK].now()
     async with request.config_dict[POOL].acquire() as conn:
         principal = await service.client_principal(conn, principal_of(request), client_id)
-    token = request.config_dict[SESSION_TOKENS].issue(principal, now, config.client_session_ttl_seconds)
+    token = issue_session_token(request, principal, now, config.client_session_ttl_seconds)
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": config.client_session_ttl_seconds},
         status=201,
     )
-
-
-class StaffCreate(Body):
-    username: str = Username
-    password: str = Password
-    role: Literal["admin", "operator", "auditor"]
 
 
 class UserView(BaseModel):
@@ -160,7 +151,7 @@ class UserView(BaseModel):
 
 
 @routes.post("/api/v1/staff")
-@endpoint(roles={"admin"}, body=StaffCreate, response=UserView, status=201, errors=("conflict",), tag="accounts")
+@endpoint(roles=BANK_ADMINS, body=StaffCreate, response=UserView, status=201, errors=("conflict",), tag="accounts")
 async def create_staff(request: web.Request, body: StaffCreate) -> web.Response:
     """Create a bank staff account."""
     async with request.config_dict[POOL].acquire() as conn:
@@ -170,16 +161,9 @@ async def create_staff(request: web.Request, body: StaffCreate) -> web.Response:
     return json_response(user, status=201)
 
 
-class MerchantUserCreate(Body):
-    username: str = Username
-    password: str = Password
-    role: Literal["manager", "cashier"]
-    store_id: UUID | None = None
-
-
 @routes.post("/api/v1/merchants/{merchant_id}/users")
 @endpoint(
-    roles={"admin", "operator", "manager"},
+    roles=BANK_WRITERS_AND_MANAGERS,
     body=MerchantUserCreate,
     response=UserView,
     status=201,
@@ -206,7 +190,7 @@ async def create_merchant_user(request: web.Request, body: MerchantUserCreate) -
 
 @routes.get("/api/v1/merchants/{merchant_id}/users")
 @endpoint(
-    roles={"admin", "operator", "auditor", "manager"},
+    roles=BANK_STAFF_AND_MANAGERS,
     query=PageQuery,
     response=Page[UserView],
     errors=("not_found",),
@@ -238,7 +222,7 @@ class MerchantUserPatch(Body):
 
 
 @routes.get("/api/v1/staff")
-@endpoint(roles={"admin", "auditor"}, query=PageQuery, response=Page[UserView], tag="accounts")
+@endpoint(roles=BANK_AUDIT_READERS, query=PageQuery, response=Page[UserView], tag="accounts")
 async def list_staff(request: web.Request, query: PageQuery) -> web.Response:
     """The bank's staff accounts, oldest first."""
     after = decode_cursor(query.cursor, 2)
@@ -250,7 +234,7 @@ async def list_staff(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.get("/api/v1/staff/{user_id}")
-@endpoint(roles={"admin", "auditor"}, response=UserView, errors=("not_found",), tag="accounts")
+@endpoint(roles=BANK_AUDIT_READERS, response=UserView, errors=("not_found",), tag="accounts")
 async def get_staff(request: web.Request) -> web.Response:
     """One staff account."""
     user_id = parse_id(request.match_info["user_id"])
@@ -259,7 +243,7 @@ async def get_staff(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/staff/{user_id}")
-@endpoint(roles={"admin"}, body=StaffPatch, response=UserView, errors=("not_found",), tag="accounts")
+@endpoint(roles=BANK_ADMINS, body=StaffPatch, response=UserView, errors=("not_found",), tag="accounts")
 async def patch_staff(request: web.Request, body: StaffPatch) -> web.Response:
     """Disable or enable a staff account, set its password or change its role (admin, operator, auditor).
 
@@ -275,7 +259,7 @@ async def patch_staff(request: web.Request, body: StaffPatch) -> web.Response:
 
 @routes.patch("/api/v1/merchants/{merchant_id}/users/{user_id}")
 @endpoint(
-    roles={"admin", "operator", "manager"},
+    roles=BANK_WRITERS_AND_MANAGERS,
     body=MerchantUserPatch,
     response=UserView,
     errors=("not_found", "merchant_suspended"),

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from perks.audit import service
 from perks.core.appkeys import POOL
+from perks.core.auth import BANK_AUDIT_READERS
 from perks.core.endpoint import endpoint
 from perks.core.errors import BadRequest
 from perks.core.jsonutil import json_response
@@ -61,7 +62,7 @@ class AuditEntry(BaseModel):
 
 
 @routes.get("/api/v1/audit")
-@endpoint(roles={"admin", "auditor"}, query=AuditQuery, response=Page[AuditEntry], tag="audit")
+@endpoint(roles=BANK_AUDIT_READERS, query=AuditQuery, response=Page[AuditEntry], tag="audit")
 async def list_audit(request: web.Request, query: AuditQuery) -> web.Response:
     """The audit log, newest first, filtered by entity, actor and time."""
     if query.from_ is not None and query.to is not None and query.to < query.from_:

@@ -3,49 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from perks.catalogue import service
+from perks.catalogue.models import EntitlementPut, PerkCreate, PerkPatch, TierCreate, TierPatch
 from perks.core.appkeys import POOL
-from perks.core.auth import STAFF_ROLES, STAFF_WRITERS
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_code
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, page
+from perks.core.fields import cursor_value
 from perks.core.schemas import Page
-from perks.core.fields import Code, Patch, cursor_value, multi_line, refuse_null, single_line
-from perks.core.validation import Body
 
 routes = web.RouteTableDef()
 
-WRITERS = STAFF_WRITERS
-READERS = STAFF_ROLES
-INT4_MAX = 2**31 - 1
-INT8_MAX = 2**63 - 1
-
 # Tiers ----------------------------------------------------------------------------------------------------------
-
-TierName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(single_line)]
-Rank = Annotated[int, Field(ge=0, le=INT4_MAX, description="Unique; a higher rank is a better tier.")]
-MinPoints = Annotated[int, Field(ge=0, le=INT8_MAX)]
-
-
-class TierCreate(Body):
-    code: Code
-    name: TierName
-    rank: Rank
-    min_points: MinPoints
-
-
-class TierPatch(Patch):
-    name: TierName = None
-    rank: Rank = None
-    min_points: MinPoints = None
-
-    _not_null = refuse_null("name", "rank", "min_points")
 
 
 class TierView(BaseModel):
@@ -58,7 +33,7 @@ class TierView(BaseModel):
 
 
 @routes.post("/api/v1/tiers")
-@endpoint(roles=WRITERS, body=TierCreate, response=TierView, status=201, errors=("conflict",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_WRITERS, body=TierCreate, response=TierView, status=201, errors=("conflict",), tag="catalogue")
 async def create_tier(request: web.Request, body: TierCreate) -> web.Response:
     """Create a tier.
 
@@ -69,7 +44,7 @@ async def create_tier(request: web.Request, body: TierCreate) -> web.Response:
 
 
 @routes.get("/api/v1/tiers")
-@endpoint(roles=READERS, query=PageQuery, response=Page[TierView], tag="catalogue")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[TierView], tag="catalogue")
 async def list_tiers(request: web.Request, query: PageQuery) -> web.Response:
     """The tiers, from the lowest rank up."""
     after = cursor_value(query.cursor, int)
@@ -79,7 +54,7 @@ async def list_tiers(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.get("/api/v1/tiers/{code}")
-@endpoint(roles=READERS, response=TierView, errors=("not_found",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_READERS, response=TierView, errors=("not_found",), tag="catalogue")
 async def get_tier(request: web.Request) -> web.Response:
     """One tier."""
     async with request.config_dict[POOL].acquire() as conn:
@@ -88,7 +63,7 @@ async def get_tier(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/tiers/{code}")
 @endpoint(
-    roles=WRITERS, body=TierPatch, response=TierView, errors=("not_found", "conflict"), tag="catalogue"
+    roles=BANK_STAFF_WRITERS, body=TierPatch, response=TierView, errors=("not_found", "conflict"), tag="catalogue"
 )
 async def update_tier(request: web.Request, body: TierPatch) -> web.Response:
     """Change a tier's name, rank or minimum points.
@@ -101,32 +76,6 @@ async def update_tier(request: web.Request, body: TierPatch) -> web.Response:
 
 
 # Perks ----------------------------------------------------------------------------------------------------------
-
-PerkName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(single_line)]
-Category = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(single_line)]
-Description = Annotated[str, Field(max_length=2000), AfterValidator(multi_line)]
-VoucherTtl = Annotated[
-    int, Field(ge=30, le=2_592_000, description="How long a voucher for this perk stays valid, in seconds.")
-]
-
-
-class PerkCreate(Body):
-    code: Code
-    name: PerkName
-    category: Category
-    description: Description | None = None
-    voucher_ttl_seconds: VoucherTtl = 300
-    birthday_only: bool = Field(False, description="Usable only in the client's birthday month.")
-
-
-class PerkPatch(Patch):
-    name: PerkName = None
-    category: Category = None
-    description: Description | None = None
-    voucher_ttl_seconds: VoucherTtl = None
-    birthday_only: bool = None  # type: ignore[assignment]
-
-    _not_null = refuse_null("name", "category", "voucher_ttl_seconds", "birthday_only")
 
 
 class PerkView(BaseModel):
@@ -141,7 +90,7 @@ class PerkView(BaseModel):
 
 
 @routes.post("/api/v1/perks")
-@endpoint(roles=WRITERS, body=PerkCreate, response=PerkView, status=201, errors=("conflict",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_WRITERS, body=PerkCreate, response=PerkView, status=201, errors=("conflict",), tag="catalogue")
 async def create_perk(request: web.Request, body: PerkCreate) -> web.Response:
     """Create a perk.
 
@@ -152,7 +101,7 @@ async def create_perk(request: web.Request, body: PerkCreate) -> web.Response:
 
 
 @routes.get("/api/v1/perks")
-@endpoint(roles=READERS, query=PageQuery, response=Page[PerkView], tag="catalogue")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[PerkView], tag="catalogue")
 async def list_perks(request: web.Request, query: PageQuery) -> web.Response:
     """The perks, in order of their codes."""
     after = cursor_value(query.cursor, str)
@@ -162,7 +111,7 @@ async def list_perks(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.get("/api/v1/perks/{code}")
-@endpoint(roles=READERS, response=PerkView, errors=("not_found",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_READERS, response=PerkView, errors=("not_found",), tag="catalogue")
 async def get_perk(request: web.Request) -> web.Response:
     """One perk."""
     async with request.config_dict[POOL].acquire() as conn:
@@ -170,7 +119,7 @@ async def get_perk(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/perks/{code}")
-@endpoint(roles=WRITERS, body=PerkPatch, response=PerkView, errors=("not_found",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_WRITERS, body=PerkPatch, response=PerkView, errors=("not_found",), tag="catalogue")
 async def update_perk(request: web.Request, body: PerkPatch) -> web.Response:
     """Change a perk.
 
@@ -184,18 +133,6 @@ async def update_perk(request: web.Request, body: PerkPatch) -> web.Response:
 # Entitlements ---------------------------------------------------------------------------------------------------
 
 
-class EntitlementPut(Body):
-    """Both fields are required, null included: an unlimited quota is granted on purpose, never by omission."""
-
-    yearly_quota: int | None = Field(
-        ge=0, le=INT4_MAX, description="Uses a year; null: unlimited (uses are still counted)."
-    )
-    monthly_cap: int | None = Field(ge=1, le=INT4_MAX, description="Uses a calendar month; null: no monthly cap.")
-    required_tag: Code | None = Field(
-        None, description="A client tag (segment) the client must carry to be entitled; null or left out: none."
-    )
-
-
 class EntitlementView(BaseModel):
     tier: str
     perk: str
@@ -207,7 +144,7 @@ class EntitlementView(BaseModel):
 
 
 @routes.put("/api/v1/tiers/{tier}/entitlements/{perk}")
-@endpoint(roles=WRITERS, body=EntitlementPut, response=EntitlementView, errors=("not_found",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_WRITERS, body=EntitlementPut, response=EntitlementView, errors=("not_found",), tag="catalogue")
 async def put_entitlement(request: web.Request, body: EntitlementPut) -> web.Response:
     """Grant a perk to a tier, or replace the grant.
 
@@ -221,7 +158,7 @@ async def put_entitlement(request: web.Request, body: EntitlementPut) -> web.Res
 
 
 @routes.delete("/api/v1/tiers/{tier}/entitlements/{perk}")
-@endpoint(roles=WRITERS, status=204, errors=("not_found",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_WRITERS, status=204, errors=("not_found",), tag="catalogue")
 async def delete_entitlement(request: web.Request) -> web.Response:
     """Withdraw a perk from a tier.
 
@@ -233,7 +170,7 @@ async def delete_entitlement(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/tiers/{tier}/entitlements")
-@endpoint(roles=READERS, query=PageQuery, response=Page[EntitlementView], errors=("not_found",), tag="catalogue")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[EntitlementView], errors=("not_found",), tag="catalogue")
 async def list_entitlements(request: web.Request, query: PageQuery) -> web.Response:
     """The perks a tier grants, in order of perk code."""
     after = cursor_value(query.cursor, str)

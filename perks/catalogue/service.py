@@ -7,9 +7,10 @@ from typing import Any, Mapping
 import asyncpg
 
 from perks.audit import service as audit
+from perks.audit.changes import AuditedRow, audited_insert, audited_update
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
-from perks.core.updates import changed_fields, constraint_errors
+from perks.core.updates import constraint_errors
 
 # The database's constraints are the last word on every rule; these name the field each one guards, so that a
 # caller that skipped the HTTP models (an importer, a seeder) still gets a 400 or 409 rather than a 500.
@@ -32,8 +33,6 @@ CATALOGUE_CONSTRAINTS = {
 
 
 # Tiers ----------------------------------------------------------------------------------------------------------
-
-TIER_FIELDS = frozenset({"name", "rank", "min_points"})
 
 INSERT_TIER = """
 INSERT INTO tiers (code, name, rank, min_points) VALUES ($1, $2, $3, $4)
@@ -71,12 +70,7 @@ async def create_tier(
     conn: asyncpg.Connection, actor: Principal, *, code: str, name: str, rank: int, min_points: int = 0
 ) -> dict[str, Any]:
     """Create a tier; 409 naming ``code`` or ``rank`` when either is taken."""
-    async with conn.transaction():
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(INSERT_TIER, code, name, rank, min_points)
-        view = tier_view(row)
-        await audit.record(conn, actor, "tier.create", "tier", code, None, view)
-    return view
+    return await audited_insert(conn, actor, TIER_ROW, INSERT_TIER, code, name, rank, min_points, id_column="code")
 
 
 async def get_tier(conn: asyncpg.Connection, code: str) -> dict[str, Any]:
@@ -92,27 +86,15 @@ async def list_tiers(conn: asyncpg.Connection, after_rank: int | None, limit: in
     return [tier_view(row) for row in await conn.fetch(SELECT_TIERS, after_rank, limit)]
 
 
+TIER_ROW = AuditedRow("tier", LOCK_TIER, UPDATE_TIER, ("name", "rank", "min_points"), tier_view, CATALOGUE_CONSTRAINTS)
+
+
 async def update_tier(conn: asyncpg.Connection, actor: Principal, code: str, **changes: Any) -> dict[str, Any]:
     """Change a tier's name, rank or minimum points (its code never changes); audited when anything differs."""
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_TIER, code)
-        if row is None:
-            raise NotFound()
-        before = tier_view(row)
-        changed = changed_fields(before, changes, TIER_FIELDS)
-        if not changed:
-            return before
-        merged = before | changed
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(UPDATE_TIER, code, merged["name"], merged["rank"], merged["min_points"])
-        after = tier_view(row)
-        await audit.record(conn, actor, "tier.update", "tier", code, before, after)
-    return after
+    return await audited_update(conn, actor, TIER_ROW, (code,), changes)
 
 
 # Perks ----------------------------------------------------------------------------------------------------------
-
-PERK_FIELDS = frozenset({"name", "category", "description", "voucher_ttl_seconds", "birthday_only"})
 
 INSERT_PERK = """
 INSERT INTO perks (code, name, category, description, voucher_ttl_seconds, birthday_only)
@@ -166,14 +148,10 @@ async def create_perk(
     birthday_only: bool = False,
 ) -> dict[str, Any]:
     """Create a perk; 409 naming ``code`` when it is taken."""
-    async with conn.transaction():
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(
-                INSERT_PERK, code, name, category, description, voucher_ttl_seconds, birthday_only
-            )
-        view = perk_view(row)
-        await audit.record(conn, actor, "perk.create", "perk", code, None, view)
-    return view
+    return await audited_insert(
+        conn, actor, PERK_ROW, INSERT_PERK, code, name, category, description, voucher_ttl_seconds, birthday_only,
+        id_column="code",
+    )
 
 
 async def get_perk(conn: asyncpg.Connection, code: str) -> dict[str, Any]:
@@ -189,32 +167,17 @@ async def list_perks(conn: asyncpg.Connection, after_code: str | None, limit: in
     return [perk_view(row) for row in await conn.fetch(SELECT_PERKS, after_code, limit)]
 
 
+PERK_ROW = AuditedRow(
+    "perk", LOCK_PERK, UPDATE_PERK, ("name", "category", "description", "voucher_ttl_seconds", "birthday_only"),
+    perk_view, CATALOGUE_CONSTRAINTS,
+)
+
+
 async def update_perk(conn: asyncpg.Connection, actor: Principal, code: str, **changes: Any) -> dict[str, Any]:
     """Change a perk (its code never changes); audited when anything differs.
 
     Vouchers already issued keep the lifetime they were signed with."""
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_PERK, code)
-        if row is None:
-            raise NotFound()
-        before = perk_view(row)
-        changed = changed_fields(before, changes, PERK_FIELDS)
-        if not changed:
-            return before
-        merged = before | changed
-        with constraint_errors(CATALOGUE_CONSTRAINTS):
-            row = await conn.fetchrow(
-                UPDATE_PERK,
-                code,
-                merged["name"],
-                merged["category"],
-                merged["description"],
-                merged["voucher_ttl_seconds"],
-                merged["birthday_only"],
-            )
-        after = perk_view(row)
-        await audit.record(conn, actor, "perk.update", "perk", code, before, after)
-    return after
+    return await audited_update(conn, actor, PERK_ROW, (code,), changes)
 
 
 # Entitlements ---------------------------------------------------------------------------------------------------

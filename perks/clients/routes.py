@@ -8,28 +8,27 @@ from datetime import date, datetime
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
-from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone, Status, Tags
 from perks.clients import imports, service
+from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone, Status, Tags
 from perks.clients.tiers import clear_tier_override, set_tier_override
 from perks.core.appkeys import CLOCK, POOL
-from perks.core.auth import STAFF_ROLES as READERS
-from perks.core.auth import STAFF_WRITERS as WRITERS
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.batches import Problems
 from perks.core.csvfiles import csv_records, utf8_lines
-from perks.core.endpoint import bank_today, endpoint, principal_of, read_capped
+from perks.core.endpoint import endpoint, principal_of, read_capped
 from perks.core.errors import BadRequest
+from perks.core.fields import CODE_PATTERN, Code, Patch, refuse_null
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
-from perks.core.fields import CODE_PATTERN, Code, Patch, refuse_null
+from perks.core.today import bank_today
 from perks.core.validation import Body
 
 routes = web.RouteTableDef()
 
 # This body is read here, not by the app-wide 1 MiB limit: a file of many clients is larger.
 CLIENT_IMPORT_MAX_BYTES = 16 * 1024 * 1024
-
 
 
 class ClientCreate(Body):
@@ -81,7 +80,7 @@ class ClientQuery(PageQuery):
 
 
 @routes.post("/api/v1/clients")
-@endpoint(roles=WRITERS, body=ClientCreate, response=ClientView, status=201, errors=("conflict",), tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, body=ClientCreate, response=ClientView, status=201, errors=("conflict",), tag="clients")
 async def create_client(request: web.Request, body: ClientCreate) -> web.Response:
     """Enrol a client.
 
@@ -94,7 +93,7 @@ async def create_client(request: web.Request, body: ClientCreate) -> web.Respons
 
 
 @routes.get("/api/v1/clients")
-@endpoint(roles=READERS, query=ClientQuery, response=Page[ClientView], tag="clients")
+@endpoint(roles=BANK_STAFF_READERS, query=ClientQuery, response=Page[ClientView], tag="clients")
 async def list_clients(request: web.Request, query: ClientQuery) -> web.Response:
     """The clients, oldest first; filter by `external_ref`, `tier`, `status` or `tag`."""
     after = decode_cursor(query.cursor, 2)
@@ -112,7 +111,7 @@ async def list_clients(request: web.Request, query: ClientQuery) -> web.Response
 
 
 @routes.get("/api/v1/clients/{client_id}")
-@endpoint(roles=READERS, response=ClientView, errors=("not_found",), tag="clients")
+@endpoint(roles=BANK_STAFF_READERS, response=ClientView, errors=("not_found",), tag="clients")
 async def get_client(request: web.Request) -> web.Response:
     """One client."""
     client_id = parse_id(request.match_info["client_id"])
@@ -121,7 +120,7 @@ async def get_client(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/clients/{client_id}")
-@endpoint(roles=WRITERS, body=ClientPatch, response=ClientView, errors=("not_found",), tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, body=ClientPatch, response=ClientView, errors=("not_found",), tag="clients")
 async def update_client(request: web.Request, body: ClientPatch) -> web.Response:
     """Change a client's tier, status, name, phone or birthday.
 
@@ -150,7 +149,7 @@ async def update_client(request: web.Request, body: ClientPatch) -> web.Response
 
 
 @routes.put("/api/v1/clients/{client_id}/tags")
-@endpoint(roles=WRITERS, body=TagsPut, response=ClientView, errors=("not_found",), tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, body=TagsPut, response=ClientView, errors=("not_found",), tag="clients")
 async def put_tags(request: web.Request, body: TagsPut) -> web.Response:
     """Replace a client's tags (segments).
 
@@ -174,7 +173,7 @@ class ImportResult(BaseModel):
 
 
 @routes.post("/api/v1/clients/import")
-@endpoint(roles=WRITERS, response=ImportResult, consumes="text/csv", tag="clients")
+@endpoint(roles=BANK_STAFF_WRITERS, response=ImportResult, consumes="text/csv", tag="clients")
 async def import_clients(request: web.Request) -> web.Response:
     """Create or update clients from a CSV file (`Content-Type: text/csv`, at most 16 MiB).
 

@@ -10,15 +10,14 @@ import asyncpg
 
 from perks.audit import service as audit
 from perks.clients.tiers import record_tier_change
+from perks.audit.changes import AuditedRow, audited_insert, audited_update
 from perks.core.auth import Principal
 from perks.core.errors import BadRequest, NotFound
 from perks.core.pagination import time_id_after
 from perks.events.service import record_event
-from perks.core.updates import changed_fields, constraint_errors
 
 STATUSES = ("active", "blocked")
 EARLIEST_BIRTHDAY = date(1900, 1, 1)
-CLIENT_FIELDS = frozenset({"name", "phone", "birthday", "tier", "status"})
 
 CLIENT_CONSTRAINTS = {
     "clients_external_ref_key": "external_ref",
@@ -88,6 +87,12 @@ def client_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The fields a change may set, in UPDATE_CLIENT's order (tags have their own statement, the reference never changes).
+CLIENT_ROW = AuditedRow(
+    "client", LOCK_CLIENT, UPDATE_CLIENT, ("name", "phone", "birthday", "tier", "status"), client_view, CLIENT_CONSTRAINTS
+)
+
+
 def _check_birthday(birthday: date | None, today: date | None) -> None:
     if birthday is None:
         return
@@ -112,12 +117,7 @@ async def create_client(
 
     ``today`` is the bank's date, against which a birthday must not lie in the future."""
     _check_birthday(birthday, today)
-    async with conn.transaction():
-        with constraint_errors(CLIENT_CONSTRAINTS):
-            row = await conn.fetchrow(INSERT_CLIENT, external_ref, name, phone, birthday, tier)
-        view = client_view(row)
-        await audit.record(conn, actor, "client.create", "client", row["id"], None, view)
-    return view
+    return await audited_insert(conn, actor, CLIENT_ROW, INSERT_CLIENT, external_ref, name, phone, birthday, tier)
 
 
 async def get_client(conn: asyncpg.Connection, client_id: UUID) -> dict[str, Any]:
@@ -155,33 +155,14 @@ async def update_client(
     tier history (reason ``manual``), and the next tier evaluation may change it unless an override holds."""
     if "birthday" in changes:
         _check_birthday(changes["birthday"], today)
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_CLIENT, client_id)
-        if row is None:
-            raise NotFound()
-        before = client_view(row)
-        changed = changed_fields(before, changes, CLIENT_FIELDS)
-        if not changed:
-            return before
-        merged = before | changed
-        with constraint_errors(CLIENT_CONSTRAINTS):
-            row = await conn.fetchrow(
-                UPDATE_CLIENT,
-                client_id,
-                merged["name"],
-                merged["phone"],
-                merged["birthday"],
-                merged["tier"],
-                merged["status"],
-            )
-        after = client_view(row)
+    async def after_change(conn: asyncpg.Connection, before: dict[str, Any], after: dict[str, Any]) -> None:
         if after["status"] == "blocked" and before["status"] != "blocked":
             # A block ends the client's sessions at once; unblocking later does not bring the old ones back.
             await conn.execute(END_CLIENT_SESSIONS, client_id)
-        await audit.record(conn, actor, "client.update", "client", client_id, before, after)
         await record_tier_change(conn, actor, client_id, before["tier"], after["tier"])
         await record_manual_tier_change(conn, client_id, before["tier"], after["tier"], now)
-    return after
+
+    return await audited_update(conn, actor, CLIENT_ROW, (client_id,), changes, after_change=after_change)
 
 
 async def record_manual_tier_change(

@@ -15,13 +15,11 @@ if TYPE_CHECKING:
 
     from perks.core.auth import Principal
     from perks.core.metrics import Metrics
-    from perks.vouchers.keyring import KeyRing
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CLOCK = web.AppKey("clock", Clock)
 METRICS = web.AppKey("metrics", "Metrics")
-KEYRING = web.AppKey("keyring", "KeyRing")
 CPU_POOL = web.AppKey("cpu_pool", "Executor")
 
 PRINCIPAL = web.RequestKey("principal", "Principal")

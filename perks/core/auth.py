@@ -22,10 +22,28 @@ SESSION_ALGORITHM = "HS256"
 VERIFIED_TOKENS = 8192
 
 STAFF_ROLES = frozenset({"admin", "operator", "auditor"})
-# The staff who change the programme and its clients (an auditor only reads).
-STAFF_WRITERS = frozenset({"admin", "operator"})
 MERCHANT_ROLES = frozenset({"manager", "cashier"})
 ALL_ROLES = STAFF_ROLES | MERCHANT_ROLES | {"client"}
+
+# Who may do what: every route, console page and service names one of these sets rather than spelling roles out.
+# Every bank staff member reads the programme, its clients and its merchants; an auditor reads, never changes.
+BANK_STAFF_READERS = STAFF_ROLES
+BANK_STAFF_WRITERS = frozenset({"admin", "operator"})
+BANK_ADMINS = frozenset({"admin"})
+# The audit trail, the event stream (business data of the bank) and the staff accounts: administrators, and
+# auditors, who read everything; not operators.
+BANK_AUDIT_READERS = frozenset({"admin", "auditor"})
+# What concerns one merchant is read by the bank's staff and by that merchant's manager (scope checked apart).
+BANK_STAFF_AND_MANAGERS = STAFF_ROLES | {"manager"}
+BANK_WRITERS_AND_MANAGERS = BANK_STAFF_WRITERS | {"manager"}
+# Staff and merchant users: everyone with a password.
+USERS = STAFF_ROLES | MERCHANT_ROLES
+MERCHANT_MANAGERS = frozenset({"manager"})
+CLIENTS = frozenset({"client"})
+# A void as the bank: its writers over HTTP, and the command line (the system principal) besides.
+BANK_WRITERS_AND_SYSTEM = BANK_STAFF_WRITERS | {"system"}
+# Those who serve clients and confirm who they are see a client's name and phone unmasked; an auditor never does.
+UNMASKED_CLIENT_VIEWERS = BANK_STAFF_WRITERS
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Collection
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from perks.core.appkeys import CLOCK, CONFIG, POOL, PRINCIPAL
+from perks.core.appkeys import CLOCK, POOL, PRINCIPAL
 from perks.core.auth import Principal, SessionTokens, session_is_current
 from perks.core.errors import ApiError, Forbidden, Unauthorized
 from perks.core.validation import (
@@ -145,8 +145,19 @@ def authenticate(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
-    tokens = request.config_dict[SESSION_TOKENS]
-    return tokens.verify(token.strip(), request.config_dict[CLOCK].now())
+    return verify_session_token(request, token.strip())
+
+
+def issue_session_token(request: web.Request, principal: Principal, now: datetime, ttl_seconds: int) -> str:
+    """A session token for ``principal`` valid for ``ttl_seconds`` from ``now``: an API bearer token or a page's
+    session cookie, which are the same kind."""
+    return request.config_dict[SESSION_TOKENS].issue(principal, now, ttl_seconds)
+
+
+def verify_session_token(request: web.Request, token: str) -> Principal:
+    """The principal of a valid, unexpired session token by the service's clock; 401 for anything else (whether
+    it was revoked since is :func:`perks.core.auth.session_is_current`'s question)."""
+    return request.config_dict[SESSION_TOKENS].verify(token, request.config_dict[CLOCK].now())
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -157,11 +168,6 @@ def principal_of(request: web.Request) -> Principal:
 def spec_of(handler: Any) -> EndpointSpec | None:
     """The declaration attached to a handler, if any."""
     return getattr(handler, "__perks_endpoint__", None)
-
-
-def bank_today(request: web.Request) -> date:
-    """Today's date in the bank's time zone, by the service's clock."""
-    return request.config_dict[CLOCK].now().astimezone(request.config_dict[CONFIG].timezone).date()
 
 
 async def read_capped(request: web.Request, cap: int) -> bytes:

@@ -33,6 +33,11 @@ HTTP_CODES = {
 }
 
 
+def code_for_status(status: int) -> str | None:
+    """The contract's code for the status of one of aiohttp's HTTP exceptions, where it has one of its own."""
+    return HTTP_CODES.get(status)
+
+
 def error_response(error: ApiError, request_id: str) -> web.Response:
     """The JSON response for ``error``."""
     headers = {**error.headers, REQUEST_ID_HEADER: request_id}
@@ -66,7 +71,7 @@ async def errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = HTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "internal_error")
+        code = code_for_status(exc.status) or ("bad_request" if exc.status < 500 else "internal_error")
         error = ApiError(code, status=exc.status)
         if exc.status == 405:
             error.headers["Allow"] = exc.headers.get("Allow", "")

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from perks.core.appkeys import POOL
+from perks.core.auth import BANK_AUDIT_READERS
 from perks.core.endpoint import endpoint
 from perks.core.jsonutil import json_response
 from perks.core.schemas import Page
@@ -18,8 +19,6 @@ from perks.events.service import EVENT_TYPES
 
 routes = web.RouteTableDef()
 
-# The whole stream is business data of the bank: admins read it, and auditors, who read everything.
-EVENT_READERS = ("admin", "auditor")
 MAX_EVENT_ID = 2**63 - 1
 
 
@@ -39,7 +38,7 @@ class Event(BaseModel):
 
 
 @routes.get("/api/v1/events")
-@endpoint(roles=EVENT_READERS, query=EventQuery, response=Page[Event], tag="events")
+@endpoint(roles=BANK_AUDIT_READERS, query=EventQuery, response=Page[Event], tag="events")
 async def list_events(request: web.Request, query: EventQuery) -> web.Response:
     """The event outbox in event order, after the event `after`.
 

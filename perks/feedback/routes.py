@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from perks.core.appkeys import CLOCK, POOL
-from perks.core.auth import ensure_merchant_scope
+from perks.core.auth import BANK_STAFF_AND_MANAGERS, ensure_merchant_scope
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
@@ -19,7 +19,6 @@ from perks.feedback import service as feedback
 
 routes = web.RouteTableDef()
 
-FEEDBACK_READERS = {"admin", "operator", "auditor", "manager"}
 
 # Line breaks and tabs are welcome in a comment; other control characters (NUL above all) are not.
 Comment = Annotated[
@@ -85,7 +84,7 @@ async def give_feedback(request: web.Request, body: FeedbackRequest) -> web.Resp
 
 @routes.get("/api/v1/merchants/{merchant_id}/feedback")
 @endpoint(
-    roles=FEEDBACK_READERS,
+    roles=BANK_STAFF_AND_MANAGERS,
     query=PageQuery,
     response=MerchantFeedbackPage,
     errors=("not_found",),

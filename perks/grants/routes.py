@@ -9,19 +9,19 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, Field
 
 from perks.core.appkeys import CLOCK, POOL
-from perks.core.endpoint import bank_today, endpoint, principal_of
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
+from perks.core.endpoint import endpoint, principal_of
 from perks.core.fields import Code, multi_line
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
+from perks.core.today import bank_today
 from perks.core.validation import Body
 from perks.grants import service
 
 routes = web.RouteTableDef()
 
-WRITERS = ("admin", "operator")
-READERS = ("admin", "operator", "auditor")
 Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(multi_line)]
 
 
@@ -53,7 +53,7 @@ class GrantView(BaseModel):
 
 
 @routes.post("/api/v1/clients/{client_id}/grants")
-@endpoint(roles=WRITERS, body=GrantCreate, response=GrantView, status=201, errors=("not_found",), tag="grants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=GrantCreate, response=GrantView, status=201, errors=("not_found",), tag="grants")
 async def create_grant(request: web.Request, body: GrantCreate) -> web.Response:
     """Give a client extra uses of a perk until a date.
 
@@ -70,7 +70,7 @@ async def create_grant(request: web.Request, body: GrantCreate) -> web.Response:
 
 
 @routes.get("/api/v1/clients/{client_id}/grants")
-@endpoint(roles=READERS, query=PageQuery, response=Page[GrantView], errors=("not_found",), tag="grants")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[GrantView], errors=("not_found",), tag="grants")
 async def list_grants(request: web.Request, query: PageQuery) -> web.Response:
     """A client's grants, oldest first (revoked and expired ones too)."""
     client_id = parse_id(request.match_info["client_id"])
@@ -81,7 +81,7 @@ async def list_grants(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.post("/api/v1/grants/{grant_id}/revoke")
-@endpoint(roles=WRITERS, body=GrantRevoke, response=GrantView, errors=("not_found", "conflict"), tag="grants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=GrantRevoke, response=GrantView, errors=("not_found", "conflict"), tag="grants")
 async def revoke_grant(request: web.Request, body: GrantRevoke) -> web.Response:
     """Revoke a grant: its remaining uses can no longer be redeemed.
 

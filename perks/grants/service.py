@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from perks.audit import service as audit
-from perks.core.auth import Principal
+from perks.core.auth import BANK_STAFF_WRITERS, Principal
 from perks.core.errors import BadRequest, Conflict, NotFound
 from perks.core.pagination import time_id_after
 from perks.events.service import record_event
@@ -57,7 +57,7 @@ def grant_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _user_id(actor: Principal) -> UUID | None:
     # Only staff give or revoke grants; the command line (SYSTEM) has no user row.
-    return UUID(str(actor.id)) if actor.id and actor.role in ("admin", "operator") else None
+    return UUID(str(actor.id)) if actor.id and actor.role in BANK_STAFF_WRITERS else None
 
 
 async def create_grant(

@@ -3,49 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import MERCHANT_ROLES, ensure_merchant_scope
+from perks.core.auth import (
+    BANK_STAFF_AND_MANAGERS, BANK_STAFF_READERS, BANK_STAFF_WRITERS, MERCHANT_ROLES, ensure_merchant_scope,
+)
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import BadRequest
 from perks.core.ids import parse_code, parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
 from perks.core.schemas import Page
-from perks.core.validation import Body, Query
+from perks.core.validation import Query
 from perks.merchants import service
+from perks.merchants.models import AgreementPut, MerchantCreate, MerchantUpdate, Status, StoreCreate, StoreUpdate
 from perks.quotas import quota_period
 
 routes = web.RouteTableDef()
-
-WRITERS = {"admin", "operator"}
-READERS = {"admin", "operator", "auditor", "manager"}
-BANK_STAFF = {"admin", "operator", "auditor"}
-
-# Printable text only: PostgreSQL refuses NUL, and control characters have no place in a name.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
-
-
-def _text(max_length: int) -> type[str]:
-    return Annotated[  # type: ignore[return-value]
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length, pattern=_PRINTABLE)
-    ]
-
-
-Name = _text(200)
-Category = _text(64)
-City = _text(100)
-Address = _text(500)
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()-]{2,30}$")]
-Status = Literal["active", "suspended"]
-# The agreement's columns: `integer` capacity, `bigint` price (capped far below either limit).
-Capacity = Annotated[int, Field(ge=0, le=2**31 - 1)]
-PriceFen = Annotated[int, Field(ge=0, le=10**12)]
 
 
 def _merchant_id(request: web.Request) -> UUID:
@@ -74,28 +52,12 @@ class MerchantView(BaseModel):
     updated_at: datetime
 
 
-class MerchantCreate(Body):
-    name: Name
-    category: Category
-    city: City | None = None
-    contact_phone: Phone | None = None
-
-
-class MerchantUpdate(Body):
-    # Left out: unchanged; null is refused (documented as not nullable, which is what is validated).
-    name: Name = None
-    category: Category = None
-    city: City | None = Field(None, description="`null` clears it")
-    contact_phone: Phone | None = Field(None, description="`null` clears it")
-    status: Status = Field(None, description="a suspended merchant's redemptions are refused")
-
-
 class MerchantListQuery(PageQuery):
     status: Status | None = None
 
 
 @routes.post("/api/v1/merchants")
-@endpoint(roles=WRITERS, body=MerchantCreate, response=MerchantView, status=201, tag="merchants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=MerchantCreate, response=MerchantView, status=201, tag="merchants")
 async def create_merchant(request: web.Request, body: MerchantCreate) -> web.Response:
     """Register a partner merchant (active from the start)."""
     async with request.config_dict[POOL].acquire() as conn:
@@ -104,7 +66,7 @@ async def create_merchant(request: web.Request, body: MerchantCreate) -> web.Res
 
 
 @routes.get("/api/v1/merchants")
-@endpoint(roles=BANK_STAFF, query=MerchantListQuery, response=Page[MerchantView], tag="merchants")
+@endpoint(roles=BANK_STAFF_READERS, query=MerchantListQuery, response=Page[MerchantView], tag="merchants")
 async def list_merchants(request: web.Request, query: MerchantListQuery) -> web.Response:
     """The partner merchants, oldest first; `?status=` keeps only those of one status."""
     after = decode_cursor(query.cursor, 2)
@@ -114,7 +76,7 @@ async def list_merchants(request: web.Request, query: MerchantListQuery) -> web.
 
 
 @routes.get("/api/v1/merchants/{merchant_id}")
-@endpoint(roles=READERS, response=MerchantView, errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_AND_MANAGERS, response=MerchantView, errors=("not_found",), tag="merchants")
 async def get_merchant(request: web.Request) -> web.Response:
     """One merchant; a manager sees only its own."""
     merchant_id = _merchant_id(request)
@@ -123,7 +85,7 @@ async def get_merchant(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/merchants/{merchant_id}")
-@endpoint(roles=WRITERS, body=MerchantUpdate, response=MerchantView, errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=MerchantUpdate, response=MerchantView, errors=("not_found",), tag="merchants")
 async def update_merchant(request: web.Request, body: MerchantUpdate) -> web.Response:
     """Change a merchant's details, or suspend or reactivate it."""
     merchant_id = _merchant_id(request)
@@ -141,18 +103,8 @@ class StoreView(BaseModel):
     updated_at: datetime
 
 
-class StoreCreate(Body):
-    name: Name
-    address: Address | None = None
-
-
-class StoreUpdate(Body):
-    name: Name = None  # left out: unchanged; null refused
-    address: Address | None = Field(None, description="`null` clears it")
-
-
 @routes.post("/api/v1/merchants/{merchant_id}/stores")
-@endpoint(roles=WRITERS, body=StoreCreate, response=StoreView, status=201, errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=StoreCreate, response=StoreView, status=201, errors=("not_found",), tag="merchants")
 async def create_store(request: web.Request, body: StoreCreate) -> web.Response:
     """Add a store to a merchant."""
     merchant_id = _merchant_id(request)
@@ -162,7 +114,7 @@ async def create_store(request: web.Request, body: StoreCreate) -> web.Response:
 
 
 @routes.get("/api/v1/merchants/{merchant_id}/stores")
-@endpoint(roles=READERS, query=PageQuery, response=Page[StoreView], errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_AND_MANAGERS, query=PageQuery, response=Page[StoreView], errors=("not_found",), tag="merchants")
 async def list_stores(request: web.Request, query: PageQuery) -> web.Response:
     """The stores of a merchant, oldest first; a manager sees only its own merchant's."""
     merchant_id = _merchant_id(request)
@@ -173,7 +125,7 @@ async def list_stores(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.patch("/api/v1/merchants/{merchant_id}/stores/{store_id}")
-@endpoint(roles=WRITERS, body=StoreUpdate, response=StoreView, errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=StoreUpdate, response=StoreView, errors=("not_found",), tag="merchants")
 async def update_store(request: web.Request, body: StoreUpdate) -> web.Response:
     """Rename a store or change its address."""
     merchant_id = _merchant_id(request)
@@ -192,15 +144,8 @@ class AgreementView(BaseModel):
     updated_at: datetime
 
 
-class AgreementPut(Body):
-    yearly_capacity: Capacity | None = Field(
-        description="redemptions a year the bank pays this merchant for; `null`: no cap"
-    )
-    unit_price_fen: PriceFen = Field(description="what the bank pays per redemption, in fen")
-
-
 @routes.put("/api/v1/merchants/{merchant_id}/perks/{perk}")
-@endpoint(roles=WRITERS, body=AgreementPut, response=AgreementView, errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_WRITERS, body=AgreementPut, response=AgreementView, errors=("not_found",), tag="merchants")
 async def put_agreement(request: web.Request, body: AgreementPut) -> web.Response:
     """Set the partner agreement under which a merchant honours a perk (created or replaced)."""
     merchant_id = _merchant_id(request)
@@ -217,7 +162,7 @@ async def put_agreement(request: web.Request, body: AgreementPut) -> web.Respons
 
 
 @routes.get("/api/v1/merchants/{merchant_id}/perks")
-@endpoint(roles=READERS, query=PageQuery, response=Page[AgreementView], errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_AND_MANAGERS, query=PageQuery, response=Page[AgreementView], errors=("not_found",), tag="merchants")
 async def list_agreements(request: web.Request, query: PageQuery) -> web.Response:
     """The perks a merchant honours and on what terms, by perk code."""
     merchant_id = _merchant_id(request)
@@ -253,7 +198,7 @@ def current_quota_year(request: web.Request) -> int:
 
 
 @routes.get("/api/v1/merchants/{merchant_id}/usage")
-@endpoint(roles=READERS, query=UsageQuery, response=UsageView, errors=("not_found",), tag="merchants")
+@endpoint(roles=BANK_STAFF_AND_MANAGERS, query=UsageQuery, response=UsageView, errors=("not_found",), tag="merchants")
 async def merchant_usage(request: web.Request, query: UsageQuery) -> web.Response:
     """A merchant's use of its yearly capacity for each perk it honours (`remaining` is null without a cap)."""
     merchant_id = _merchant_id(request)

@@ -10,6 +10,7 @@ import asyncpg
 
 from perks import quotas
 from perks.audit import service as audit
+from perks.audit.changes import AuditedRow, audited_insert, audited_update
 from perks.events.service import record_event
 from perks.core.auth import Principal
 from perks.core.errors import NotFound
@@ -75,11 +76,7 @@ async def create_merchant(
     contact_phone: str | None = None,
 ) -> dict[str, Any]:
     """Create an active merchant."""
-    async with conn.transaction():
-        row = await conn.fetchrow(INSERT_MERCHANT, name, category, city, contact_phone)
-        view = merchant_view(row)
-        await audit.record(conn, actor, "merchant.create", "merchant", row["id"], None, view)
-    return view
+    return await audited_insert(conn, actor, MERCHANT_ROW, INSERT_MERCHANT, name, category, city, contact_phone)
 
 
 SELECT_MERCHANT = """
@@ -121,35 +118,22 @@ UPDATE merchants SET name = $2, category = $3, city = $4, contact_phone = $5, st
 WHERE id = $1
 RETURNING id, name, category, city, contact_phone, status, created_at, updated_at
 """
+MERCHANT_ROW = AuditedRow(
+    "merchant", SELECT_MERCHANT_FOR_UPDATE, UPDATE_MERCHANT, ("name", "category", "city", "contact_phone", "status"),
+    merchant_view,
+)
 
 
 async def update_merchant(
     conn: asyncpg.Connection, actor: Principal, merchant_id: UUID, changes: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Change some of a merchant's fields (``name``, ``category``, ``city``, ``contact_phone``, ``status``)."""
-    async with conn.transaction():
-        row = await conn.fetchrow(SELECT_MERCHANT_FOR_UPDATE, merchant_id)
-        if row is None:
-            raise NotFound()
-        before = merchant_view(row)
-        if not changed_fields(before, changes):
-            return before
-        wanted = {**before, **changes}
-        row = await conn.fetchrow(
-            UPDATE_MERCHANT,
-            merchant_id,
-            wanted["name"],
-            wanted["category"],
-            wanted["city"],
-            wanted["contact_phone"],
-            wanted["status"],
-        )
-        after = merchant_view(row)
-        await audit.record(conn, actor, "merchant.update", "merchant", merchant_id, before, after)
+    async def after_change(conn: asyncpg.Connection, before: dict[str, Any], after: dict[str, Any]) -> None:
         if before["status"] != "suspended" and after["status"] == "suspended":
-            await record_event(conn, "merchant.suspended", row["updated_at"],
+            await record_event(conn, "merchant.suspended", after["updated_at"],
                                {"merchant_id": str(merchant_id), "name": after["name"]})
-    return after
+
+    return await audited_update(conn, actor, MERCHANT_ROW, (merchant_id,), changes, after_change=after_change)
 
 
 # ---- stores ----------------------------------------------------------------------------------
@@ -202,24 +186,14 @@ UPDATE_STORE = """
 UPDATE stores SET name = $2, address = $3, updated_at = now() WHERE id = $1
 RETURNING id, merchant_id, name, address, created_at, updated_at
 """
+STORE_ROW = AuditedRow("store", SELECT_STORE_FOR_UPDATE, UPDATE_STORE, ("name", "address"), store_view)
 
 
 async def update_store(
     conn: asyncpg.Connection, actor: Principal, merchant_id: UUID, store_id: UUID, changes: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Change a store's ``name`` or ``address``; 404 unless it is a store of ``merchant_id``."""
-    async with conn.transaction():
-        row = await conn.fetchrow(SELECT_STORE_FOR_UPDATE, store_id, merchant_id)
-        if row is None:
-            raise NotFound()
-        before = store_view(row)
-        if not changed_fields(before, changes):
-            return before
-        wanted = {**before, **changes}
-        row = await conn.fetchrow(UPDATE_STORE, store_id, wanted["name"], wanted["address"])
-        after = store_view(row)
-        await audit.record(conn, actor, "store.update", "store", store_id, before, after)
-    return after
+    return await audited_update(conn, actor, STORE_ROW, (store_id,), changes, lock_args=(store_id, merchant_id))
 
 
 # ---- agreements ------------------------------------------------------------------------------

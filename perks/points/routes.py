@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 
 from aiohttp import web
@@ -12,18 +11,18 @@ from pydantic import BaseModel, Field
 
 from perks.clients import tiers
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import STAFF_ROLES as READERS
-from perks.core.auth import STAFF_WRITERS as WRITERS
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.batches import Problems
 from perks.core.endpoint import Handler, endpoint, principal_of, read_capped, spec_of
 from perks.core.errors import BadRequest
-from perks.core.fields import Code, cursor_value
+from perks.core.fields import cursor_value
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, page
 from perks.core.schemas import Page
-from perks.core.validation import Body, validate
+from perks.core.validation import validate
 from perks.points import evaluation, events, rules
+from perks.points.models import RulePut, SourcePath
 
 routes = web.RouteTableDef()
 
@@ -46,18 +45,6 @@ def reads_own_body(model: type[BaseModel]):  # type: ignore[no-untyped-def]
 # Rules ----------------------------------------------------------------------------------------------------------
 
 
-class SourcePath(BaseModel):
-    source: Code
-
-
-class RulePut(Body):
-    points_per_yuan: Decimal = Field(
-        ge=0, le=10_000, decimal_places=4,
-        description="Points earned per yuan (100 fen), at most 4 decimal places; a JSON number or a decimal string. "
-        "An event earns floor(amount_fen × points_per_yuan / 100) points.",
-    )
-
-
 class RuleView(BaseModel):
     source: str
     points_per_yuan: str = Field(description="Points per yuan, as an exact decimal string (`\"1.5\"`).")
@@ -66,7 +53,7 @@ class RuleView(BaseModel):
 
 
 @routes.put("/api/v1/points/rules/{source}")
-@endpoint(roles=WRITERS, body=RulePut, response=RuleView, tag="points")
+@endpoint(roles=BANK_STAFF_WRITERS, body=RulePut, response=RuleView, tag="points")
 async def put_rule(request: web.Request, body: RulePut) -> web.Response:
     """Set the points rule of a source of contribution.
 
@@ -79,7 +66,7 @@ async def put_rule(request: web.Request, body: RulePut) -> web.Response:
 
 
 @routes.get("/api/v1/points/rules")
-@endpoint(roles=READERS, query=PageQuery, response=Page[RuleView], tag="points")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[RuleView], tag="points")
 async def list_rules(request: web.Request, query: PageQuery) -> web.Response:
     """The points rules, in order of their sources."""
     after = cursor_value(query.cursor, str)
@@ -100,7 +87,7 @@ class IngestResult(BaseModel):
 
 @routes.post("/api/v1/points/events")
 @reads_own_body(events.EventBatch)
-@endpoint(roles=WRITERS, response=IngestResult, errors=("bad_request", "payload_too_large"), tag="points")
+@endpoint(roles=BANK_STAFF_WRITERS, response=IngestResult, errors=("bad_request", "payload_too_large"), tag="points")
 async def ingest_events(request: web.Request) -> web.Response:
     """Ingest contribution events (up to 10,000; at most 8 MiB of JSON).
 
@@ -129,7 +116,7 @@ class ClientPoints(BaseModel):
 
 
 @routes.get("/api/v1/clients/{client_id}/points")
-@endpoint(roles=READERS, response=ClientPoints, errors=("not_found",), tag="points")
+@endpoint(roles=BANK_STAFF_READERS, response=ClientPoints, errors=("not_found",), tag="points")
 async def client_points(request: web.Request) -> web.Response:
     """A client's points: those earned in the trailing twelve months."""
     client_id = parse_id(request.match_info["client_id"])
@@ -152,7 +139,7 @@ class EvaluationResult(BaseModel):
 
 
 @routes.post("/api/v1/tiers/evaluate")
-@endpoint(roles=WRITERS, response=EvaluationResult, tag="points")
+@endpoint(roles=BANK_STAFF_WRITERS, response=EvaluationResult, tag="points")
 async def evaluate_tiers(request: web.Request) -> web.Response:
     """Evaluate every client's tier from its points.
 
@@ -186,7 +173,7 @@ class TierChange(BaseModel):
 
 
 @routes.get("/api/v1/clients/{client_id}/tier-history")
-@endpoint(roles=READERS, query=PageQuery, response=Page[TierChange], errors=("not_found",), tag="points")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[TierChange], errors=("not_found",), tag="points")
 async def tier_history(request: web.Request, query: PageQuery) -> web.Response:
     """A client's tier changes, newest first."""
     client_id = parse_id(request.match_info["client_id"])

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from perks.core.appkeys import CLOCK, CONFIG, KEYRING, METRICS
+from perks.core.appkeys import CLOCK, CONFIG, METRICS
 from perks.core.auth import Principal
+from perks.vouchers.appkeys import KEYRING
 
 if TYPE_CHECKING:
     from perks.core.metrics import Metrics

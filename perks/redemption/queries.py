@@ -1,8 +1,8 @@
-"""Reading redemptions: one, a merchant's list, a client's list."""
+"""Reading redemptions: one, a merchant's list and its count per month, a client's list."""
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any, Mapping
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from perks.core.auth import MERCHANT_ROLES, Principal
+from perks.core.clock import start_of_day
 from perks.core.errors import Forbidden, NotFound
 from perks.core.pagination import decode_cursor, page, time_id_after
 from perks.redemption.checks import client_view
@@ -77,11 +78,6 @@ LIMIT $7
 SELECT_STORE_MERCHANT = "SELECT merchant_id FROM stores WHERE id = $1"
 
 
-def start_of_day(now: datetime, tz: ZoneInfo) -> datetime:
-    """Midnight of ``now``'s day in the bank's time zone."""
-    return datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
-
-
 async def list_merchant_redemptions(
     conn: asyncpg.Connection,
     actor: Principal,
@@ -120,6 +116,21 @@ async def list_merchant_redemptions(
         limit + 1,
     )
     return page([redemption_view(row) for row in rows], limit, redemption_key)
+
+
+# Redemptions standing (not voided) per quota month: the same count the merchant's capacity is held against.
+SELECT_MONTHLY_REDEMPTIONS = """
+SELECT quota_month AS month, count(*) AS redeemed
+FROM redemptions
+WHERE merchant_id = $1 AND quota_year = $2 AND status = 'redeemed'
+GROUP BY quota_month
+"""
+
+
+async def monthly_redemptions(conn: asyncpg.Connection, merchant_id: UUID, year: int) -> dict[int, int]:
+    """A merchant's redemptions not voided per quota month of ``year``."""
+    rows = await conn.fetch(SELECT_MONTHLY_REDEMPTIONS, merchant_id, year)
+    return {row["month"]: row["redeemed"] for row in rows}
 
 
 SELECT_CLIENT_REDEMPTIONS = """

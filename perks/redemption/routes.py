@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS, CLIENTS, MERCHANT_MANAGERS, MERCHANT_ROLES
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.errors import Refusal
 from perks.core.ids import parse_id
@@ -21,12 +22,10 @@ from perks.core.validation import Body
 from perks.redemption import service
 from perks.redemption.context import Terminal
 from perks.redemption.idempotency import KEY_HEADER, REPLAYED_HEADER, check_key
+from perks.redemption.models import VoidRequest
 
 routes = web.RouteTableDef()
 
-MERCHANT_STAFF = {"manager", "cashier"}
-BANK_VOIDERS = {"admin", "operator"}
-BANK_READERS = {"admin", "operator", "auditor"}
 REFUSALS = tuple(Refusal.STATUS)
 STORE_ERRORS = ("not_found",)
 # Far above any voucher (213 characters); the key ring refuses anything longer as not a voucher.
@@ -108,10 +107,6 @@ class ClientRedemptionView(BaseModel):
     voided_at: datetime | None
 
 
-class VoidRequest(Body):
-    reason: str = Field(min_length=1, max_length=500)
-
-
 class MerchantRedemptionsQuery(PageQuery):
     at_from: AwareDatetime | None = Field(None, alias="from", description="Redeemed at or after (RFC 3339).")
     at_to: AwareDatetime | None = Field(None, alias="to", description="Redeemed before (RFC 3339).")
@@ -124,7 +119,7 @@ def _context(request: web.Request) -> tuple[datetime, ZoneInfo]:
 
 @routes.post("/api/v1/merchant/scan")
 @endpoint(
-    roles=MERCHANT_STAFF,
+    roles=MERCHANT_ROLES,
     body=ScanRequest,
     response=ScanResult,
     errors=(*REFUSALS, *STORE_ERRORS, "too_many_attempts"),
@@ -145,7 +140,7 @@ async def scan(request: web.Request, body: ScanRequest) -> web.Response:
 
 @routes.post("/api/v1/merchant/redemptions")
 @endpoint(
-    roles=MERCHANT_STAFF,
+    roles=MERCHANT_ROLES,
     body=RedeemRequest,
     response=RedemptionCreated,
     status=201,
@@ -197,7 +192,7 @@ async def redeem(request: web.Request, body: RedeemRequest) -> web.Response:
 
 @routes.post("/api/v1/merchant/redemptions/{redemption_id}/void")
 @endpoint(
-    roles={"manager"},
+    roles=MERCHANT_MANAGERS,
     body=VoidRequest,
     response=RedemptionView,
     errors=("not_found", "merchant_suspended", "already_voided", "void_window_closed"),
@@ -217,7 +212,7 @@ async def void_as_merchant(request: web.Request, body: VoidRequest) -> web.Respo
 
 @routes.post("/api/v1/redemptions/{redemption_id}/void")
 @endpoint(
-    roles=BANK_VOIDERS,
+    roles=BANK_STAFF_WRITERS,
     body=VoidRequest,
     response=RedemptionView,
     errors=("not_found", "already_voided"),
@@ -242,7 +237,7 @@ async def _void(request: web.Request, body: VoidRequest, *, as_bank: bool) -> we
 
 @routes.get("/api/v1/merchant/redemptions")
 @endpoint(
-    roles=MERCHANT_STAFF,
+    roles=MERCHANT_ROLES,
     query=MerchantRedemptionsQuery,
     response=Page[RedemptionView],
     errors=("not_found",),
@@ -271,7 +266,7 @@ async def list_merchant_redemptions(request: web.Request, query: MerchantRedempt
 
 
 @routes.get("/api/v1/merchant/redemptions/{redemption_id}")
-@endpoint(roles=MERCHANT_STAFF, response=RedemptionView, errors=("not_found",), tag="redeeming")
+@endpoint(roles=MERCHANT_ROLES, response=RedemptionView, errors=("not_found",), tag="redeeming")
 async def get_merchant_redemption(request: web.Request) -> web.Response:
     """One redemption of the merchant (a cashier: of its own store)."""
     redemption_id = parse_id(request.match_info["redemption_id"])
@@ -280,7 +275,7 @@ async def get_merchant_redemption(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/redemptions/{redemption_id}")
-@endpoint(roles=BANK_READERS, response=RedemptionView, errors=("not_found",), tag="redeeming")
+@endpoint(roles=BANK_STAFF_READERS, response=RedemptionView, errors=("not_found",), tag="redeeming")
 async def get_redemption(request: web.Request) -> web.Response:
     """Any redemption, for the bank's staff."""
     redemption_id = parse_id(request.match_info["redemption_id"])
@@ -289,7 +284,7 @@ async def get_redemption(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/me/redemptions")
-@endpoint(roles={"client"}, query=PageQuery, response=Page[ClientRedemptionView], tag="client")
+@endpoint(roles=CLIENTS, query=PageQuery, response=Page[ClientRedemptionView], tag="client")
 async def my_redemptions(request: web.Request, query: PageQuery) -> web.Response:
     """The calling client's redemptions, newest first."""
     client_id = parse_id(principal_of(request).id)

@@ -26,7 +26,6 @@ from uuid import UUID
 import asyncpg
 
 from perks.core.errors import ApiError, BadRequest, Forbidden, NotFound, Refusal, TooManyAttempts, Unauthorized
-from perks.merchants.service import merchant_usage
 from perks.quotas import period
 from perks.redemption.checks import EXPIRY_LEEWAY, verified_voucher
 from perks.redemption.context import Terminal
@@ -43,7 +42,6 @@ __all__ = [
     "get_redemption",
     "list_client_redemptions",
     "list_merchant_redemptions",
-    "merchant_usage",
     "redeem",
     "request_fingerprint",
     "scan",

@@ -17,12 +17,11 @@ from uuid import UUID
 
 import asyncpg
 
-from perks.core.auth import Principal
+from perks.core.auth import BANK_WRITERS_AND_SYSTEM, Principal
 from perks.core.errors import ApiError, Forbidden, NotFound
 
 # How long a merchant's manager may take back its own redemption; the bank's staff may at any time.
 VOID_WINDOW = timedelta(hours=24)
-BANK_VOIDERS = frozenset({"admin", "operator", "system"})
 
 VOID = "SELECT code, body FROM perks_void($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 ERRORS = {
@@ -44,7 +43,7 @@ async def void(
 ) -> dict[str, Any]:
     """Void a redemption at ``now``: as the bank (admin, operator) any time, else as its merchant's manager
     within 24 hours and while the merchant is active. Gives the use and the capacity back; audited."""
-    if (as_bank and actor.role not in BANK_VOIDERS) or (not as_bank and actor.role != "manager"):
+    if (as_bank and actor.role not in BANK_WRITERS_AND_SYSTEM) or (not as_bank and actor.role != "manager"):
         raise Forbidden()
     row = await conn.fetchrow(
         VOID,

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.auth import BANK_STAFF_READERS
 from perks.core.csvfiles import FormatQuery, csv_response, dict_rows
 from perks.core.endpoint import endpoint
 from perks.core.jsonutil import json_response
@@ -20,7 +21,6 @@ from perks.settlement.periods import FIRST_YEAR, LAST_YEAR
 
 routes = web.RouteTableDef()
 
-BANK_STAFF = {"admin", "operator", "auditor"}
 Year = Field(None, ge=FIRST_YEAR, le=LAST_YEAR, description="The quota year; default: the current one.")
 
 
@@ -148,7 +148,7 @@ async def _report(
 
 @routes.get("/api/v1/reports/usage")
 @endpoint(
-    roles=BANK_STAFF, query=YearQuery, response=UsageReport, alternatives=("text/csv",), tag="reports"
+    roles=BANK_STAFF_READERS, query=YearQuery, response=UsageReport, alternatives=("text/csv",), tag="reports"
 )
 async def usage_report(request: web.Request, query: YearQuery) -> web.Response:
     """Redemptions per merchant, perk and quota month of a year.
@@ -162,7 +162,7 @@ async def usage_report(request: web.Request, query: YearQuery) -> web.Response:
 
 @routes.get("/api/v1/reports/capacity")
 @endpoint(
-    roles=BANK_STAFF, query=YearQuery, response=CapacityReport, alternatives=("text/csv",), tag="reports"
+    roles=BANK_STAFF_READERS, query=YearQuery, response=CapacityReport, alternatives=("text/csv",), tag="reports"
 )
 async def capacity_report(request: web.Request, query: YearQuery) -> web.Response:
     """Each merchant's use of its yearly capacity for each perk it honours, with its rating.
@@ -173,7 +173,7 @@ async def capacity_report(request: web.Request, query: YearQuery) -> web.Respons
 
 @routes.get("/api/v1/reports/quota-use")
 @endpoint(
-    roles=BANK_STAFF, query=YearQuery, response=QuotaUseReport, alternatives=("text/csv",), tag="reports"
+    roles=BANK_STAFF_READERS, query=YearQuery, response=QuotaUseReport, alternatives=("text/csv",), tag="reports"
 )
 async def quota_use_report(request: web.Request, query: YearQuery) -> web.Response:
     """Clients' use of their quotas by tier and perk: how much of what was promised is used.
@@ -185,7 +185,7 @@ async def quota_use_report(request: web.Request, query: YearQuery) -> web.Respon
 
 @routes.get("/api/v1/reports/quota-use/by-tag")
 @endpoint(
-    roles=BANK_STAFF, query=YearQuery, response=QuotaUseByTagReport, alternatives=("text/csv",), tag="reports"
+    roles=BANK_STAFF_READERS, query=YearQuery, response=QuotaUseByTagReport, alternatives=("text/csv",), tag="reports"
 )
 async def quota_use_by_tag_report(request: web.Request, query: YearQuery) -> web.Response:
     """Clients' use of perks by client tag (segment) and perk.
@@ -197,7 +197,7 @@ async def quota_use_by_tag_report(request: web.Request, query: YearQuery) -> web
 
 
 @routes.get("/api/v1/reports/anomalies")
-@endpoint(roles=BANK_STAFF, query=AnomalyQuery, response=AnomalyReport, tag="reports")
+@endpoint(roles=BANK_STAFF_READERS, query=AnomalyQuery, response=AnomalyReport, tag="reports")
 async def anomaly_report(request: web.Request, query: AnomalyQuery) -> web.Response:
     """Warning signs in a year's standing redemptions, each with its evidence.
 

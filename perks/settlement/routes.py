@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
-from perks.core.auth import ensure_merchant_scope
+from perks.core.auth import BANK_ADMINS, BANK_STAFF_AND_MANAGERS, BANK_STAFF_READERS, ensure_merchant_scope
 from perks.core.csvfiles import FormatQuery, csv_response, dict_rows
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.fields import MONTH_PATTERN
@@ -20,10 +20,6 @@ from perks.settlement.periods import Month
 from perks.settlement.statement_csv import statement_csv
 
 routes = web.RouteTableDef()
-
-BANK_STAFF = {"admin", "operator", "auditor"}
-STATEMENT_READERS = BANK_STAFF | {"manager"}
-FINALIZERS = {"admin"}
 
 
 class MonthQuery(FormatQuery):
@@ -89,7 +85,7 @@ def _month(request: web.Request) -> Month:
 
 @routes.get("/api/v1/merchants/{merchant_id}/statements/{month}")
 @endpoint(
-    roles=STATEMENT_READERS,
+    roles=BANK_STAFF_AND_MANAGERS,
     query=FormatQuery,
     response=StatementView,
     alternatives=("text/csv",),
@@ -120,7 +116,7 @@ async def get_statement(request: web.Request, query: FormatQuery) -> web.StreamR
 
 @routes.post("/api/v1/merchants/{merchant_id}/statements/{month}/finalize")
 @endpoint(
-    roles=FINALIZERS, response=StatementView, errors=("bad_request", "not_found", "conflict"), tag="settlement"
+    roles=BANK_ADMINS, response=StatementView, errors=("bad_request", "not_found", "conflict"), tag="settlement"
 )
 async def finalize_statement(request: web.Request) -> web.Response:
     """Finalize a merchant's statement for an ended month: it never changes after.
@@ -137,7 +133,7 @@ async def finalize_statement(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/settlements")
-@endpoint(roles=BANK_STAFF, query=MonthQuery, response=SettlementView, alternatives=("text/csv",), tag="settlement")
+@endpoint(roles=BANK_STAFF_READERS, query=MonthQuery, response=SettlementView, alternatives=("text/csv",), tag="settlement")
 async def month_settlement(request: web.Request, query: MonthQuery) -> web.StreamResponse:
     """The month's settlement: every merchant's statement totals, open or finalized, and their sum.
 

@@ -10,18 +10,19 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, KEYRING, METRICS, POOL
+from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, METRICS, POOL
+from perks.core.auth import CLIENTS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.validation import Body, Query
 from perks.points.events import client_points
 from perks.vouchers import qr, service
+from perks.vouchers.appkeys import KEYRING
 from perks.vouchers.keys import JWKS_MAX_AGE_SECONDS
 
 routes = web.RouteTableDef()
 
-CLIENT = {"client"}
 NO_STORE = {"Cache-Control": "no-store"}
 # Shorter than a rotation's pre-publication lead (see perks.vouchers.keys): a verifier that honours it has every
 # new key before the first voucher signed with it exists.
@@ -41,7 +42,7 @@ def _client_id(request: web.Request) -> UUID:
 
 
 @routes.get("/api/v1/me")
-@endpoint(roles=CLIENT, response=Me, errors=("not_found",), tag="client")
+@endpoint(roles=CLIENTS, response=Me, errors=("not_found",), tag="client")
 async def me(request: web.Request) -> web.Response:
     """The calling client: id, masked name, tier and points (earned in the trailing twelve months)."""
     client_id = _client_id(request)
@@ -87,7 +88,7 @@ class Entitlements(BaseModel):
 
 
 @routes.get("/api/v1/me/entitlements")
-@endpoint(roles=CLIENT, query=EntitlementsQuery, response=Entitlements, errors=("not_found",), tag="client")
+@endpoint(roles=CLIENTS, query=EntitlementsQuery, response=Entitlements, errors=("not_found",), tag="client")
 async def my_entitlements(request: web.Request, query: EntitlementsQuery) -> web.Response:
     """The perks the client holds now, through its tier or through grants, with use in a quota year.
 
@@ -118,7 +119,7 @@ class VoucherIssued(BaseModel):
 
 
 @routes.post("/api/v1/me/vouchers")
-@endpoint(roles=CLIENT, body=VoucherRequest, response=VoucherIssued, status=201, errors=ISSUE_REFUSALS, tag="client")
+@endpoint(roles=CLIENTS, body=VoucherRequest, response=VoucherIssued, status=201, errors=ISSUE_REFUSALS, tag="client")
 async def issue_voucher(request: web.Request, body: VoucherRequest) -> web.Response:
     """Take a voucher for a perk, to show at a merchant; it supersedes the client's previous one for that perk.
 
@@ -141,7 +142,7 @@ async def _qr_image(request: web.Request, render: Callable[[str], Any]) -> Any:
 
 
 @routes.get("/api/v1/me/vouchers/{voucher_id}/qr.png")
-@endpoint(roles=CLIENT, produces="image/png", errors=("not_found",), tag="client")
+@endpoint(roles=CLIENTS, produces="image/png", errors=("not_found",), tag="client")
 async def voucher_qr_png(request: web.Request) -> web.Response:
     """The QR code of one of the client's vouchers, as a PNG (never cached)."""
     png = await _qr_image(request, qr.render_png)
@@ -149,7 +150,7 @@ async def voucher_qr_png(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/me/vouchers/{voucher_id}/qr.svg")
-@endpoint(roles=CLIENT, produces="image/svg+xml", errors=("not_found",), tag="client")
+@endpoint(roles=CLIENTS, produces="image/svg+xml", errors=("not_found",), tag="client")
 async def voucher_qr_svg(request: web.Request) -> web.Response:
     """The QR code of one of the client's vouchers, as an SVG (never cached)."""
     svg = await _qr_image(request, qr.render_svg)

@@ -14,10 +14,11 @@ from typing import Any, AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, KEYRING, POOL
+from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, POOL
 from perks.core.clock import Clock
 from perks.core.config import Config
 from perks.core.db import UNAVAILABLE_ERRORS, init_connection, resolve_database_url
+from perks.vouchers.appkeys import KEYRING
 from perks.vouchers.keyring import KeyRing
 from perks.vouchers.keys import CHANNEL, RELOAD_EVERY_SECONDS, KeyDecryptionError, ensure_active_key, load_keys
 

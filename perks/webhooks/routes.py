@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from perks.core.appkeys import CLOCK, CONFIG, POOL
+from perks.core.auth import BANK_ADMINS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.fields import Patch, refuse_null, single_line
 from perks.core.ids import parse_id
@@ -23,7 +24,6 @@ from perks.webhooks import service
 
 routes = web.RouteTableDef()
 
-ADMIN = ("admin",)
 EventType = Literal[
     "redemption.created", "redemption.voided", "client.tier_changed", "statement.finalized", "grant.created",
     "merchant.suspended",
@@ -114,7 +114,7 @@ def _now(request: web.Request) -> datetime:
 
 
 @routes.post("/api/v1/webhooks")
-@endpoint(roles=ADMIN, body=WebhookCreate, response=WebhookCreated, status=201, tag="webhooks")
+@endpoint(roles=BANK_ADMINS, body=WebhookCreate, response=WebhookCreated, status=201, tag="webhooks")
 async def create_webhook(request: web.Request, body: WebhookCreate) -> web.Response:
     """Subscribe a URL to event types.
 
@@ -129,7 +129,7 @@ async def create_webhook(request: web.Request, body: WebhookCreate) -> web.Respo
 
 
 @routes.get("/api/v1/webhooks")
-@endpoint(roles=ADMIN, query=PageQuery, response=Page[WebhookView], tag="webhooks")
+@endpoint(roles=BANK_ADMINS, query=PageQuery, response=Page[WebhookView], tag="webhooks")
 async def list_webhooks(request: web.Request, query: PageQuery) -> web.Response:
     """The subscriptions, oldest first."""
     after = decode_cursor(query.cursor, 2)
@@ -139,7 +139,7 @@ async def list_webhooks(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.get("/api/v1/webhooks/{webhook_id}")
-@endpoint(roles=ADMIN, response=WebhookView, errors=("not_found",), tag="webhooks")
+@endpoint(roles=BANK_ADMINS, response=WebhookView, errors=("not_found",), tag="webhooks")
 async def get_webhook(request: web.Request) -> web.Response:
     """One subscription."""
     async with request.config_dict[POOL].acquire() as conn:
@@ -147,7 +147,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/webhooks/{webhook_id}")
-@endpoint(roles=ADMIN, body=WebhookPatch, response=WebhookView, errors=("not_found",), tag="webhooks")
+@endpoint(roles=BANK_ADMINS, body=WebhookPatch, response=WebhookView, errors=("not_found",), tag="webhooks")
 async def update_webhook(request: web.Request, body: WebhookPatch) -> web.Response:
     """Pause or resume a subscription, or change its URL, event types or description.
 
@@ -160,7 +160,7 @@ async def update_webhook(request: web.Request, body: WebhookPatch) -> web.Respon
 
 
 @routes.delete("/api/v1/webhooks/{webhook_id}")
-@endpoint(roles=ADMIN, status=204, errors=("not_found",), tag="webhooks")
+@endpoint(roles=BANK_ADMINS, status=204, errors=("not_found",), tag="webhooks")
 async def delete_webhook(request: web.Request) -> web.Response:
     """Delete a subscription and its deliveries."""
     webhook_id = parse_id(request.match_info["webhook_id"])
@@ -170,7 +170,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/webhooks/{webhook_id}/rotate-secret")
-@endpoint(roles=ADMIN, response=SecretView, errors=("not_found",), tag="webhooks")
+@endpoint(roles=BANK_ADMINS, response=SecretView, errors=("not_found",), tag="webhooks")
 async def rotate_secret(request: web.Request) -> web.Response:
     """Replace a subscription's signing secret; the old one signs nothing more."""
     webhook_id = parse_id(request.match_info["webhook_id"])
@@ -182,7 +182,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
-@endpoint(roles=ADMIN, query=DeliveryQuery, response=Page[DeliveryView], errors=("not_found",), tag="webhooks")
+@endpoint(roles=BANK_ADMINS, query=DeliveryQuery, response=Page[DeliveryView], errors=("not_found",), tag="webhooks")
 async def list_deliveries(request: web.Request, query: DeliveryQuery) -> web.Response:
     """A subscription's deliveries, newest first; filter by `status`."""
     webhook_id = parse_id(request.match_info["webhook_id"])
@@ -194,7 +194,7 @@ async def list_deliveries(request: web.Request, query: DeliveryQuery) -> web.Res
 
 
 @routes.post("/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
-@endpoint(roles=ADMIN, response=DeliveryView, status=202, errors=("not_found", "conflict"), tag="webhooks")
+@endpoint(roles=BANK_ADMINS, response=DeliveryView, status=202, errors=("not_found", "conflict"), tag="webhooks")
 async def retry_delivery(request: web.Request) -> web.Response:
     """Send a failed delivery again now, with a fresh 24 hours of retries.
 

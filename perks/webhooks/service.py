@@ -10,14 +10,13 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from perks.audit import service as audit
+from perks.audit.changes import AuditedRow, audited_update
 from perks.core.auth import Principal
 from perks.core.errors import Conflict, NotFound
 from perks.core.pagination import time_id_after
-from perks.core.updates import changed_fields
 from perks.events.service import CHANNEL, HORIZON
 from perks.webhooks.signing import encrypt_secret, new_secret
 
-WEBHOOK_FIELDS = frozenset({"url", "event_types", "description", "status"})
 COLUMNS = "id, url, event_types, description, status, created_at, updated_at"
 
 # Where a new subscription starts: after the last final event, so it hears of what happens from now on.
@@ -75,6 +74,11 @@ def webhook_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The fields a change may set, in UPDATE_WEBHOOK's order; the instant of the change follows them.
+WEBHOOK_ROW = AuditedRow("webhook", LOCK_WEBHOOK, UPDATE_WEBHOOK, ("url", "event_types", "description", "status"),
+                         webhook_view)
+
+
 def delivery_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """One event's delivery to one subscription."""
     return {
@@ -129,25 +133,15 @@ async def update_webhook(
     """Pause or resume a subscription, or change its URL, types or description; audited when anything differs.
 
     A paused subscription keeps its place: resumed, it delivers what happened meanwhile, in order."""
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_WEBHOOK, webhook_id)
-        if row is None:
-            raise NotFound()
-        before = webhook_view(row)
-        if "event_types" in changes:
-            changes["event_types"] = list(changes["event_types"])
-        changed = changed_fields(before, changes, WEBHOOK_FIELDS)
-        if not changed:
-            return before
-        merged = before | changed
-        row = await conn.fetchrow(
-            UPDATE_WEBHOOK, webhook_id, merged["url"], merged["event_types"], merged["description"],
-            merged["status"], now,
-        )
-        after = webhook_view(row)
-        await audit.record(conn, actor, "webhook.update", "webhook", webhook_id, before, after)
+    if "event_types" in changes:
+        changes["event_types"] = list(changes["event_types"])
+
+    async def after_change(conn: asyncpg.Connection, before: dict[str, Any], after: dict[str, Any]) -> None:
         await conn.execute(WAKE_DISPATCHERS, CHANNEL)
-    return after
+
+    return await audited_update(
+        conn, actor, WEBHOOK_ROW, (webhook_id,), changes, trailing_args=(now,), after_change=after_change
+    )
 
 
 async def delete_webhook(conn: asyncpg.Connection, actor: Principal, webhook_id: UUID) -> None:
