@@ -7,7 +7,7 @@ import csv
 import io
 from pathlib import Path
 
-from tests.test_points import role_tokens, run_cli, write_csv
+from tests.points.test_points import role_tokens, run_cli, write_csv
 
 HEADER = ["external_ref", "name", "phone", "birthday", "tier"]
 NAMES = ["罗小升", "欧阳娜娜", 'Zoë "Zed" O\'Brien, Jr.', "  Spaced  Name  ", "李"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.test_console_pages import assert_forms_guarded, field_error, redeemed_program, staff  # noqa: F401
+from tests.console.test_console_pages import assert_forms_guarded, field_error, redeemed_program, staff  # noqa: F401
 
 
 # --- clients ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from perks.accounts.service import create_user
 from perks.core.auth import SYSTEM
 from tests.support import PASSWORD, unique
-from tests.test_portal_pages import Visitor
+from tests.portal.test_portal_pages import Visitor
 
 STAFF = ("admin", "operator", "auditor")
 
@@ -371,7 +371,7 @@ def test_every_console_string_is_in_both_catalogues():
     import json
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "merchant_portal"
+    root = Path(__file__).resolve().parents[2] / "merchant_portal"
     zh = json.loads((root / "translations/zh_CN.json").read_text(encoding="utf-8"))
     en = json.loads((root / "translations/en.json").read_text(encoding="utf-8"))
     assert set(zh) == set(en)

@@ -8,7 +8,7 @@ import asyncpg
 
 from perks.core.schema_doc import describe_schema
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs" / "schema.sql"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "schema.sql"
 
 
 async def test_schema_file_matches_the_migrated_database(db: asyncpg.Connection):

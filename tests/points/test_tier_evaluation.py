@@ -14,7 +14,7 @@ from perks.core.auth import SYSTEM, Principal
 from perks.core.db import connect
 from perks.core.errors import BadRequest, NotFound
 from perks.points import evaluation
-from tests.test_points import NOW, SHANGHAI, event, post_events, role_tokens, run_cli, set_rule
+from tests.points.test_points import NOW, SHANGHAI, event, post_events, role_tokens, run_cli, set_rule
 
 
 async def ladder(api) -> None:

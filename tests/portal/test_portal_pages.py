@@ -20,7 +20,7 @@ from yarl import URL
 from perks.core.errors import MESSAGES
 from tests.support import PASSWORD, unique
 
-PORTAL_DIR = Path(__file__).resolve().parent.parent / "merchant_portal"
+PORTAL_DIR = Path(__file__).resolve().parents[2] / "merchant_portal"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 IDEMPOTENCY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

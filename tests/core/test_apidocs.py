@@ -11,7 +11,7 @@ import pytest
 
 from tests.browser_support import Browsers, browsers_for
 
-VENDORED = Path(__file__).resolve().parent.parent / "perks" / "core" / "static" / "swagger-ui"
+VENDORED = Path(__file__).resolve().parents[2] / "perks" / "core" / "static" / "swagger-ui"
 
 
 @pytest.fixture

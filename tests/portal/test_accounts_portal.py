@@ -10,7 +10,7 @@ from typing import Any
 from yarl import URL
 
 from tests.support import PASSWORD, unique
-from tests.test_portal_pages import IDEMPOTENCY, _on_test_server, logged_in, visitors  # noqa: F401
+from tests.portal.test_portal_pages import IDEMPOTENCY, _on_test_server, logged_in, visitors  # noqa: F401
 
 SCRIPT = "<script>alert('x')</script>"
 IMAGE = '<img src=x onerror="alert(1)">'

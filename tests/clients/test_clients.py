@@ -11,7 +11,9 @@ import pytest
 from perks.clients import service
 from perks.core.auth import SYSTEM
 from perks.core.errors import BadRequest, Conflict
-from tests.test_catalogue import READERS, ROLES, WRITERS, assert_refused, audit_of, cursor_of, items, role_tokens, walk
+from tests.catalogue.test_catalogue import (
+    READERS, ROLES, WRITERS, assert_refused, audit_of, cursor_of, items, role_tokens, walk,
+)
 
 CLIENT = {"external_ref": "CN-0001", "name": "罗小升"}
 NO_CLIENT = "/api/v1/clients/00000000-0000-4000-8000-000000000000"

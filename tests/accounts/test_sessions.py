@@ -15,7 +15,7 @@ from yarl import URL
 from perks.app import create_app
 from perks.core.auth import derive_key
 from tests.support import PASSWORD, Api
-from tests.test_portal_pages import _on_test_server, logged_in, shop, visitors  # noqa: F401
+from tests.portal.test_portal_pages import _on_test_server, logged_in, shop, visitors  # noqa: F401
 
 ME = "/api/v1/me"
 
