@@ -6,13 +6,13 @@ Running it in several processes at once is harmless: each pass is one DELETE of 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from perks.core.appkeys import CLOCK, POOL
+from perks.core.background import running
 from perks.core.db import is_database_unavailable
 from perks.redemption.idempotency import purge_expired
 
@@ -43,8 +43,5 @@ async def _loop(app: web.Application) -> None:
 
 async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run :func:`sweep` every ten minutes while the application runs."""
-    task = asyncio.create_task(_loop(app), name="perks-housekeeping")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(_loop(app), "perks-housekeeping"):
+        yield

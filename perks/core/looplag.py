@@ -27,6 +27,7 @@ from aiohttp import web
 from prometheus_client import Gauge, Histogram
 
 from perks.core.appkeys import METRICS
+from perks.core.background import running
 
 INTERVAL_SECONDS = 0.01
 WINDOW_SECONDS = 10
@@ -90,13 +91,10 @@ async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
                      buckets=BUCKETS, registry=registry)
     gauge = Gauge("perks_event_loop_lag_max_seconds", "The event loop's worst lateness over the last 10 s.",
                   registry=registry, multiprocess_mode="livemax")
-    task = asyncio.create_task(watch_loop(histogram, held, gauge))
-    with contextlib.ExitStack() as probe:
-        if callbacks_probed():
-            callbacks = Histogram(CALLBACK_METRIC, "CPU time of each callback the event loop ran (probe).",
-                                  buckets=BUCKETS, registry=registry)
-            probe.enter_context(timed_callbacks(callbacks))
-        yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(watch_loop(histogram, held, gauge), "perks-loop-lag"):
+        with contextlib.ExitStack() as probe:
+            if callbacks_probed():
+                callbacks = Histogram(CALLBACK_METRIC, "CPU time of each callback the event loop ran (probe).",
+                                      buckets=BUCKETS, registry=registry)
+                probe.enter_context(timed_callbacks(callbacks))
+            yield

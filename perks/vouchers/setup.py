@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, POOL
+from perks.core.background import running
 from perks.core.clock import Clock
 from perks.core.config import Config
 from perks.core.db import UNAVAILABLE_ERRORS, init_connection, resolve_database_url
@@ -133,12 +134,9 @@ async def vouchers_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("signing keys not loaded yet: the database is unavailable")
     app[KEYRING] = ring
     watcher = KeyWatcher(ring, config, clock, await resolve_database_url(config))
-    task = asyncio.create_task(watcher.run(), name="perks-keyring-watcher")
     app[CPU_POOL] = executor = qr_executor()
     try:
-        yield
+        async with running(watcher.run(), "perks-keyring-watcher"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)

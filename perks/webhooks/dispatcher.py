@@ -26,6 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from perks.core.appkeys import CONFIG, POOL
+from perks.core.background import running
 from perks.core.config import Config
 from perks.core.db import UNAVAILABLE_ERRORS, init_connection, resolve_database_url
 from perks.core.jsonutil import dumps
@@ -320,10 +321,5 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     dispatcher = Dispatcher(app[POOL], await resolve_database_url(config), config.secret, settings)
     app[DISPATCHER] = dispatcher
-    task = asyncio.create_task(dispatcher.run(), name="perks-webhooks")
-    try:
+    async with running(dispatcher.run(), "perks-webhooks"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -56,7 +56,7 @@ async def deliveries(api, hook_id, **params):
 
 def documented_verify():
     """The receiver's ``verify`` exactly as docs/events.md prints it."""
-    text = (Path(__file__).parent.parent / "docs" / "events.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
     namespace: dict = {}
     exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)
     return namespace["verify"]
