@@ -42,10 +42,9 @@ def _site_app(site: Site, tables: list[web.RouteTableDef], inner: list | None = 
 def setup_portal(app: web.Application) -> None:
     """Mount the portal on /portal, the wallet on /wallet, the staff console on /console, and the API route
     that mints wallet links."""
-    from merchant_portal import auth_views, overview_views, scan_views, today_views, wallet_links, wallet_views
+    from merchant_portal import auth_views, overview_views, scan_views, today_views, wallet_views
     from merchant_portal.pages import Site
 
-    app.add_routes(wallet_links.routes)
     portal = Site("portal", "/portal", "perks_portal", MERCHANT_ROLES)
     wallet = Site("wallet", "/wallet", "perks_wallet", CLIENTS)
     portal_tables = [auth_views.routes, scan_views.routes, today_views.routes, overview_views.routes]

@@ -1,23 +1,26 @@
-"""HTTP: enrolling clients, reading them, changing their tier and status, importing them from a CSV file."""
+"""HTTP: enrolling clients, reading them, changing their tier and status, importing them from a CSV file, their
+tier history and one-time wallet links."""
 
 from __future__ import annotations
 
 import io
 from datetime import date, datetime
+from typing import Literal
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
-from perks.clients import imports, service
+from perks.clients import imports, service, tiers
 from perks.clients.fields import MAX_TAGS, Birthday, ClientName, ExternalRef, Phone, Status, Tags
 from perks.clients.tiers import clear_tier_override, set_tier_override
-from perks.core.appkeys import CLOCK, POOL
+from perks.clients.wallet_links import link_url, mint
+from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.batches import Problems
 from perks.core.csvfiles import csv_records, utf8_lines
 from perks.core.endpoint import endpoint, principal_of, read_capped
 from perks.core.errors import BadRequest
-from perks.core.fields import CODE_PATTERN, Code, Patch, refuse_null
+from perks.core.fields import CODE_PATTERN, Code, Patch, cursor_value, refuse_null
 from perks.core.ids import parse_id
 from perks.core.jsonutil import json_response
 from perks.core.pagination import PageQuery, decode_cursor, page, time_id_key
@@ -195,3 +198,58 @@ async def import_clients(request: web.Request) -> web.Response:
     async with request.config_dict[POOL].acquire() as conn:
         result = await imports.import_clients(conn, principal_of(request), records, problems, now=now)
     return json_response(result)
+
+
+# The tier history and wallet links ------------------------------------------------------------------------
+
+
+class ChangedBy(BaseModel):
+    id: str | None
+    username: str
+    role: str
+
+
+class TierChange(BaseModel):
+    id: str
+    client_id: str
+    from_tier: str | None
+    to_tier: str | None
+    reason: Literal["evaluation", "override", "manual", "import"]
+    points: int | None = Field(description="The trailing-twelve-month points that decided an evaluation.")
+    override_until: datetime | None = Field(description="Until when an override holds.")
+    changed_at: datetime
+    actor: ChangedBy
+
+
+@routes.get("/api/v1/clients/{client_id}/tier-history")
+@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[TierChange], errors=("not_found",), tag="points")
+async def tier_history(request: web.Request, query: PageQuery) -> web.Response:
+    """A client's tier changes, newest first."""
+    client_id = parse_id(request.match_info["client_id"])
+    after = cursor_value(query.cursor, int)
+    async with request.config_dict[POOL].acquire() as conn:
+        rows = await tiers.tier_history(conn, client_id, after, query.limit + 1)
+    return json_response(page(rows, query.limit, lambda row: [int(row["id"])]))
+
+
+class WalletLink(BaseModel):
+    url: str
+    expires_at: datetime
+
+
+@routes.post("/api/v1/clients/{client_id}/wallet-links")
+@endpoint(
+    roles=BANK_STAFF_WRITERS, response=WalletLink, status=201, errors=("not_found", "client_blocked"), tag="clients"
+)
+async def create_wallet_link(request: web.Request) -> web.Response:
+    """Mint a one-time link that opens the client's wallet page in a browser.
+
+    The link works once, within 15 minutes, and only while the client is not blocked (a blocked client gets
+    none: 403 `client_blocked`); only a hash of it is stored. It is built on the configured public base URL
+    (`PERKS_PUBLIC_URL`). Give it to the client only (it opens their wallet without a password)."""
+    client_id = parse_id(request.match_info["client_id"])
+    now = request.config_dict[CLOCK].now()
+    async with request.config_dict[POOL].acquire() as conn:
+        token, expires_at = await mint(conn, principal_of(request), client_id, now)
+    url = link_url(request.config_dict[CONFIG], token)
+    return json_response({"url": url, "expires_at": expires_at}, status=201)

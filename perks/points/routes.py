@@ -1,15 +1,13 @@
-"""HTTP: points rules, contribution events, a client's points, tier evaluation and history."""
+"""HTTP: points rules, contribution events, a client's points and tier evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.clients import tiers
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.batches import Problems
@@ -152,32 +150,3 @@ async def evaluate_tiers(request: web.Request) -> web.Response:
             conn, principal_of(request), now, request.config_dict[CONFIG].timezone
         )
     return json_response(result)
-
-
-class ChangedBy(BaseModel):
-    id: str | None
-    username: str
-    role: str
-
-
-class TierChange(BaseModel):
-    id: str
-    client_id: str
-    from_tier: str | None
-    to_tier: str | None
-    reason: Literal["evaluation", "override", "manual", "import"]
-    points: int | None = Field(description="The trailing-twelve-month points that decided an evaluation.")
-    override_until: datetime | None = Field(description="Until when an override holds.")
-    changed_at: datetime
-    actor: ChangedBy
-
-
-@routes.get("/api/v1/clients/{client_id}/tier-history")
-@endpoint(roles=BANK_STAFF_READERS, query=PageQuery, response=Page[TierChange], errors=("not_found",), tag="points")
-async def tier_history(request: web.Request, query: PageQuery) -> web.Response:
-    """A client's tier changes, newest first."""
-    client_id = parse_id(request.match_info["client_id"])
-    after = cursor_value(query.cursor, int)
-    async with request.config_dict[POOL].acquire() as conn:
-        rows = await tiers.tier_history(conn, client_id, after, query.limit + 1)
-    return json_response(page(rows, query.limit, lambda row: [int(row["id"])]))
