@@ -14,7 +14,6 @@ from merchant_portal.console.common import connection, now_of, reader, show, tz_
 from perks.audit import service as audit
 from perks.clients import imports
 from perks.core.batches import BatchRejected, Problems
-from perks.core.csvfiles import csv_records, utf8_lines
 from perks.core.clock import date_bounds
 from perks.core.endpoint import endpoint
 from perks.core.today import bank_today
@@ -128,8 +127,7 @@ async def import_events(request: web.Request) -> web.Response:
 
     async def run() -> dict[str, Any]:
         problems = Problems("line")
-        rows = csv_records(utf8_lines(io.BytesIO(raw), problems), problems, required=events.EVENT_COLUMNS)
-        records = events.csv_records(rows, now, problems)
+        records = events.read_csv_file(io.BytesIO(raw), now, problems)
         async with connection(request) as conn:
             return await events.ingest_events(conn, actor, records, problems, now=now, origin="console")
 
@@ -145,9 +143,7 @@ async def import_clients(request: web.Request) -> web.Response:
 
     async def run() -> dict[str, Any]:
         problems = Problems("line")
-        rows = csv_records(utf8_lines(io.BytesIO(raw), problems), problems,
-                           required=imports.REQUIRED_COLUMNS, optional=imports.OPTIONAL_COLUMNS)
-        records = imports.csv_records(rows, bank_today(request), problems)
+        records = imports.read_csv_file(io.BytesIO(raw), bank_today(request), problems)
         async with connection(request) as conn:
             return await imports.import_clients(conn, actor, records, problems, now=now)
 

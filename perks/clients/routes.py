@@ -17,7 +17,6 @@ from perks.clients.wallet_links import link_url, mint
 from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.auth import BANK_STAFF_READERS, BANK_STAFF_WRITERS
 from perks.core.batches import Problems
-from perks.core.csvfiles import csv_records, utf8_lines
 from perks.core.endpoint import endpoint, principal_of, read_capped
 from perks.core.errors import BadRequest
 from perks.core.fields import CODE_PATTERN, Code, Patch, cursor_value, refuse_null
@@ -190,11 +189,7 @@ async def import_clients(request: web.Request) -> web.Response:
     raw = await read_capped(request, CLIENT_IMPORT_MAX_BYTES)
     now = request.config_dict[CLOCK].now()
     problems = Problems("line")
-    rows = csv_records(
-        utf8_lines(io.BytesIO(raw), problems), problems,
-        required=imports.REQUIRED_COLUMNS, optional=imports.OPTIONAL_COLUMNS,
-    )
-    records = imports.csv_records(rows, bank_today(request), problems)
+    records = imports.read_csv_file(io.BytesIO(raw), bank_today(request), problems)
     async with request.config_dict[POOL].acquire() as conn:
         result = await imports.import_clients(conn, principal_of(request), records, problems, now=now)
     return json_response(result)

@@ -18,7 +18,6 @@ from perks.core.auth import SYSTEM
 from perks.core.batches import BatchRejected, Problems
 from perks.core.clock import Clock
 from perks.core.config import Config
-from perks.core.csvfiles import csv_records, utf8_lines
 from perks.core.db import with_connection
 from perks.core.errors import ApiError
 from perks.points import evaluation, events
@@ -116,8 +115,7 @@ def cmd_points_import(config: Config, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         problems = Problems("line")
         with path.open("rb") as binary, _read_bar(path, args, "events") as bar:
-            rows = csv_records(utf8_lines(binary, problems, bar.update), problems, required=events.EVENT_COLUMNS)
-            records = events.csv_records(rows, now, problems)
+            records = events.read_csv_file(binary, now, problems, bar.update)
             return await events.ingest_events(
                 conn, SYSTEM, records, problems, now=now, origin=f"file:{path.name}", on_phase=_phase(bar, "events")
             )
@@ -157,11 +155,7 @@ def cmd_clients_import(config: Config, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         problems = Problems("line")
         with path.open("rb") as binary, _read_bar(path, args, "clients") as bar:
-            rows = csv_records(
-                utf8_lines(binary, problems, bar.update), problems,
-                required=imports.REQUIRED_COLUMNS, optional=imports.OPTIONAL_COLUMNS,
-            )
-            records = imports.csv_records(rows, today, problems)
+            records = imports.read_csv_file(binary, today, problems, bar.update)
             return await imports.import_clients(
                 conn, SYSTEM, records, problems, now=now, on_phase=_phase(bar, "clients")
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone, tzinfo
-from typing import Annotated, Any, Callable, Iterable, Iterator, Mapping
+from typing import IO, Annotated, Any, Callable, Iterable, Iterator, Mapping
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -17,7 +17,8 @@ from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
 from perks.core.batches import Problems
 from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
-from perks.core.csvfiles import good_rows
+from perks.core.csvfiles import csv_records as csv_rows
+from perks.core.csvfiles import good_rows, utf8_lines
 from perks.core.errors import BadRequest, NotFound
 from perks.core.fields import Code
 from perks.core.validation import Body, field_errors
@@ -136,6 +137,15 @@ def csv_event(line: int, cells: Mapping[str, str], now: datetime, problems: Prob
 def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], now: datetime, problems: Problems) -> Iterator[Record]:
     """The good events among CSV rows; the bad ones go to ``problems``."""
     return good_rows(rows, lambda line, cells: csv_event(line, cells, now, problems))
+
+
+def read_csv_file(binary: IO[bytes] | Iterable[bytes], now: datetime, problems: Problems,
+                  progress: Callable[[int], Any] | None = None) -> Iterator[Record]:
+    """The good events of a CSV file's bytes (an open file, or its lines), lazily; the header and every bad line
+    go to ``problems``. ``progress(n)`` hears of each line's bytes. The console and ``perks points import`` both
+    read a file this way."""
+    rows = csv_rows(utf8_lines(binary, problems, progress), problems, required=EVENT_COLUMNS)
+    return csv_records(rows, now, problems)
 
 
 CREATE_STAGE = """
