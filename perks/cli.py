@@ -210,7 +210,7 @@ def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None =
     from aiohttp import web
 
     from perks.app import create_app
-    from perks.core.looplag import loop_lag_ctx
+    from perks.core.looplag import frozen_startup_heap, loop_lag_ctx
 
     config = Config.from_env()
     setup_logging(config.log_level)
@@ -223,6 +223,8 @@ def _run_worker(certfile: str | None, keyfile: str | None, *, host: str | None =
     app = create_app(config)
     # The event-loop lag metric, for served workers only.
     app.cleanup_ctx.append(loop_lag_ctx)
+    # Last: after every other start-up, so that all it built is frozen.
+    app.cleanup_ctx.append(frozen_startup_heap)
     if on_ready is not None:
         # After every resource's start-up (pool, key ring): the supervisor then counts this worker as started.
         async def started(app: web.Application) -> None:
