@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import time
 from collections import deque
@@ -30,9 +31,13 @@ from prometheus_client import Gauge, Histogram
 from perks.core.appkeys import METRICS
 from perks.core.background import running
 
+log = logging.getLogger(__name__)
+
 INTERVAL_SECONDS = 0.01
 WINDOW_SECONDS = 10
 PROBE_ENV = "PERKS_LOOP_PROBE"
+# What the probe reports by name: a callback holding the loop longer than a request's work ever should.
+BLOCKED_SECONDS = 0.005
 CALLBACK_METRIC = "perks_event_loop_callback_cpu_seconds"
 # Fine steps up to the 5 ms that a request's work may hold the loop at most, coarse ones beyond.
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -64,6 +69,22 @@ def callbacks_probed() -> bool:
     return os.environ.get(PROBE_ENV, "") == "callbacks"
 
 
+def _described(handle: asyncio.events.Handle) -> str:
+    """A callback as a log line names it: a task's step by the coroutine it runs (and where it stands)."""
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        # Down the chain of awaits to the innermost coroutine: where the step ended.
+        inner = coro
+        while getattr(getattr(inner, "cr_await", None), "cr_frame", None) is not None:
+            inner = inner.cr_await
+        frame = getattr(inner, "cr_frame", None)
+        where = f" at {frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else ""
+        return f"task {owner.get_name()} running {getattr(coro, '__qualname__', coro)!s}, now in " \
+               f"{getattr(inner, '__qualname__', inner)!s}{where}"
+    return repr(handle)
+
+
 @contextlib.contextmanager
 def timed_callbacks(histogram: Histogram) -> Iterator[None]:
     """While inside, observe the thread CPU time of every callback that asyncio's loop runs."""
@@ -74,7 +95,10 @@ def timed_callbacks(histogram: Histogram) -> Iterator[None]:
         try:
             original(handle)
         finally:
-            histogram.observe(time.thread_time() - started)
+            spent = time.thread_time() - started
+            histogram.observe(spent)
+            if spent > BLOCKED_SECONDS:
+                log.warning("a callback held the event loop for %.1f ms: %s", spent * 1000, _described(handle))
 
     asyncio.events.Handle._run = run_timed  # type: ignore[method-assign]
     try:
