@@ -16,8 +16,7 @@ from perks.clients.tiers import record_tier_changes
 from perks.core.auth import Principal
 from perks.core.batches import Problems
 from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
-from perks.core.csvfiles import csv_records as csv_rows
-from perks.core.csvfiles import good_rows, utf8_lines
+from perks.core.csvfiles import file_records
 from perks.core.errors import BadRequest
 from perks.core.fields import CODE_PATTERN, Code
 from perks.core.updates import constraint_errors
@@ -87,19 +86,13 @@ def csv_client(line: int, cells: Mapping[str, str], today: date, problems: Probl
     return (line, row.external_ref, row.name, row.phone, row.birthday, row.tier, tags)
 
 
-def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], today: date, problems: Problems) -> Iterator[Record]:
-    """The good clients among CSV rows; the bad ones go to ``problems``."""
-    return good_rows(rows, lambda line, cells: csv_client(line, cells, today, problems))
-
-
 def read_csv_file(binary: IO[bytes] | Iterable[bytes], today: date, problems: Problems,
                   progress: Callable[[int], Any] | None = None) -> Iterator[Record]:
     """The good clients of a CSV file's bytes (an open file, or its lines), lazily; the header and every bad line
     go to ``problems``. ``progress(n)`` hears of each line's bytes. The API, the console and ``perks clients
     import`` all read a file this way."""
-    rows = csv_rows(utf8_lines(binary, problems, progress), problems, required=REQUIRED_COLUMNS,
-                    optional=OPTIONAL_COLUMNS)
-    return csv_records(rows, today, problems)
+    return file_records(binary, problems, lambda line, cells: csv_client(line, cells, today, problems),
+                        required=REQUIRED_COLUMNS, optional=OPTIONAL_COLUMNS, progress=progress)
 
 
 CREATE_STAGE = """

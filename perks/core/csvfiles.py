@@ -139,12 +139,21 @@ def csv_records(
         yield first_line, dict(zip(columns, cells))
 
 
-def good_rows(
-    rows: Iterable[tuple[int, Mapping[str, str]]], read: Callable[[int, Mapping[str, str]], T | None]
+def file_records(
+    binary: IO[bytes] | Iterable[bytes],
+    problems: Problems,
+    read: Callable[[int, Mapping[str, str]], T | None],
+    *,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    progress: Callable[[int], Any] | None = None,
 ) -> Iterator[T]:
-    """What ``read`` makes of each ``(line number, cells)`` row, lazily; a row it refuses (``None``, having reported
-    why) is left out."""
-    for line, cells in rows:
+    """What ``read`` makes of each data row of a CSV file's bytes (an open file, or its lines), lazily: UTF-8 lines,
+    the header naming ``required`` and ``optional`` columns, then the rows ``read`` accepts. The header and every
+    bad line go to ``problems`` (``read`` reports why it refuses a row, with ``None``); ``progress(n)`` hears
+    of each line's bytes."""
+    for line, cells in csv_records(utf8_lines(binary, problems, progress), problems, required=required,
+                                   optional=optional):
         record = read(line, cells)
         if record is not None:
             yield record

@@ -128,7 +128,7 @@ async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
 async def frozen_startup_heap(app: web.Application) -> AsyncIterator[None]:
     """Once the worker has built what it keeps for good (modules, the app, its pool): collect, then freeze the
     survivors out of the collector's sight. A full collection runs on the loop, inside whatever callback allocates
-    at that moment, and scanning a worker's few hundred thousand start-up objects takes tens of milliseconds;
+    at that moment, and scanning a worker's tens of thousands of start-up objects takes tens of milliseconds;
     frozen, they are never scanned again."""
     gc.collect()
     gc.freeze()

@@ -17,8 +17,7 @@ from perks.clients.fields import ExternalRef
 from perks.core.auth import Principal
 from perks.core.batches import Problems
 from perks.core.bulk import BULK_TIMEOUT_SECONDS, copy_in_chunks
-from perks.core.csvfiles import csv_records as csv_rows
-from perks.core.csvfiles import good_rows, utf8_lines
+from perks.core.csvfiles import file_records
 from perks.core.errors import BadRequest, NotFound
 from perks.core.fields import Code
 from perks.core.validation import Body, field_errors
@@ -134,18 +133,13 @@ def csv_event(line: int, cells: Mapping[str, str], now: datetime, problems: Prob
     return None if bad else _record(line, event, now, problems)
 
 
-def csv_records(rows: Iterable[tuple[int, Mapping[str, str]]], now: datetime, problems: Problems) -> Iterator[Record]:
-    """The good events among CSV rows; the bad ones go to ``problems``."""
-    return good_rows(rows, lambda line, cells: csv_event(line, cells, now, problems))
-
-
 def read_csv_file(binary: IO[bytes] | Iterable[bytes], now: datetime, problems: Problems,
                   progress: Callable[[int], Any] | None = None) -> Iterator[Record]:
     """The good events of a CSV file's bytes (an open file, or its lines), lazily; the header and every bad line
     go to ``problems``. ``progress(n)`` hears of each line's bytes. The console and ``perks points import`` both
     read a file this way."""
-    rows = csv_rows(utf8_lines(binary, problems, progress), problems, required=EVENT_COLUMNS)
-    return csv_records(rows, now, problems)
+    return file_records(binary, problems, lambda line, cells: csv_event(line, cells, now, problems),
+                        required=EVENT_COLUMNS, progress=progress)
 
 
 CREATE_STAGE = """
