@@ -79,10 +79,9 @@ CREATE TABLE clients (
     CONSTRAINT clients_session_generation_check CHECK ((session_generation >= 0)),
     CONSTRAINT clients_status_check CHECK ((status = ANY (ARRAY['active'::text, 'blocked'::text]))),
     CONSTRAINT clients_tags_check CHECK ((cardinality(tags) <= 32))
-);
+) WITH (fillfactor=50);
 CREATE INDEX clients_created ON public.clients USING btree (created_at, id);
 CREATE INDEX clients_tags ON public.clients USING gin (tags);
-CREATE INDEX clients_tier ON public.clients USING btree (tier_code);
 CREATE INDEX clients_tier_override ON public.clients USING btree (tier_override_until) WHERE (tier_override_until IS NOT NULL);
 
 CREATE TABLE entitlements (

@@ -26,7 +26,7 @@ HEADER = (
 )
 
 SELECT_TABLES = """
-SELECT c.oid, c.relname, c.relpersistence = 'u' AS unlogged
+SELECT c.oid, c.relname, c.relpersistence = 'u' AS unlogged, array_to_string(c.reloptions, ', ') AS options
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
 ORDER BY c.relname
@@ -105,7 +105,8 @@ async def describe_schema(conn: asyncpg.Connection) -> str:
             for c in await conn.fetch(SELECT_CONSTRAINTS, table["oid"])
         ]
         unlogged = "UNLOGGED " if table["unlogged"] else ""
-        out.append(f"\nCREATE {unlogged}TABLE {table['relname']} (\n" + ",\n".join(lines) + "\n);\n")
+        options = f" WITH ({table['options']})" if table["options"] else ""
+        out.append(f"\nCREATE {unlogged}TABLE {table['relname']} (\n" + ",\n".join(lines) + f"\n){options};\n")
         out += [f"{index['definition']};\n" for index in await conn.fetch(SELECT_INDEXES, table["oid"])]
     for view in await conn.fetch(SELECT_VIEWS):
         # The columns only: PostgreSQL versions print a view's query differently (its text is in the migration).
