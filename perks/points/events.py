@@ -161,9 +161,11 @@ SELECT positions FROM (
     SELECT array_agg(position ORDER BY position) AS positions FROM points_stage GROUP BY event_ref HAVING count(*) > 1
 ) repeated
 """
-# In the order of the per-client index: a million new rows then touch each of its pages once, not at random.
-INSERT_EVENTS = """
-WITH inserted AS (
+# A batch of new events, the usual case, is tried first without the checks: every staged row inserted means none
+# named an unknown client or source, none repeated a reference and none was recorded before (the primary key would
+# have refused it). Any doubt rolls it back, and the checks below name every bad row. In the order of the
+# per-client index: a million new rows then touch each of its pages once, not at random.
+INSERT_NEW_EVENTS = """
     INSERT INTO points_events (event_ref, client_id, source, amount_fen, points, occurred_at, batch_id, ingested_at)
     SELECT s.event_ref, c.id, r.source, s.amount_fen, floor(s.amount_fen * r.points_per_yuan / 100)::bigint,
            s.occurred_at, $1, $2
@@ -171,11 +173,20 @@ WITH inserted AS (
     JOIN clients c ON c.external_ref = s.client_ref
     JOIN points_rules r ON r.source = s.source
     ORDER BY c.id, s.occurred_at
-    ON CONFLICT (event_ref) DO NOTHING
+"""
+# After the checks: the new events of a batch that may hold replays.
+INSERT_EVENTS = f"""
+WITH inserted AS ({INSERT_NEW_EVENTS}    ON CONFLICT (event_ref) DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM inserted
 """
+
+
+class _NotAllNew(Exception):
+    """The batch is not plainly new: its checks decide."""
+
+
 # An event_ref already recorded with other data is a mistake of the sender, not a replay. Checked before inserting
 # (so that one answer names every bad event) and, only if a concurrent batch slipped in between, after.
 KNOWN_EVENTS = """
@@ -200,6 +211,44 @@ async def _known_events(conn: asyncpg.Connection, batch_id: UUID, problems: Prob
     return row["same"]
 
 
+async def _insert_plainly_new(conn: asyncpg.Connection, batch_id: UUID, now: datetime, received: int,
+                              problems: Problems, phase: Callable[[str], Any]) -> int | None:
+    """Insert the staged batch if every row of it is new and good (the count); None, with nothing written, if not."""
+    if problems or received == 0:
+        return None
+    phase("applying")
+    try:
+        async with conn.transaction():  # a savepoint
+            status = await conn.execute(INSERT_NEW_EVENTS, batch_id, now, timeout=BULK_TIMEOUT_SECONDS)
+            if int(status.split()[-1]) != received:
+                raise _NotAllNew()
+    except (asyncpg.UniqueViolationError, _NotAllNew):
+        return None
+    return received
+
+
+async def _insert_checked(conn: asyncpg.Connection, batch_id: UUID, now: datetime, received: int,
+                          problems: Problems, phase: Callable[[str], Any]) -> int:
+    """Check the staged batch against the database, refusing it with every bad row named; insert what is new."""
+    phase("checking")
+    for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
+        problems.add(row["position"], row["field"], row["reason"])
+    repeated = await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS)
+    problems.add_repeats((row["positions"] for row in repeated), "event_ref")
+    known = await _known_events(conn, batch_id, problems)
+    if problems:
+        raise problems.rejection()
+    if received == 0:
+        raise BadRequest({"events": "at least one event is required"})
+    phase("applying")
+    new = await conn.fetchval(INSERT_EVENTS, batch_id, now, timeout=BULK_TIMEOUT_SECONDS)
+    if new + known != received:
+        await _known_events(conn, batch_id, problems)
+        if problems:
+            raise problems.rejection()
+    return new
+
+
 async def ingest_events(
     conn: asyncpg.Connection,
     actor: Principal,
@@ -217,7 +266,7 @@ async def ingest_events(
     from the checks against the database (unknown client, source without a rule, an ``event_ref`` repeated in the
     batch or already recorded with other data), refuses the whole batch with every bad row named. An event
     already recorded with the same data is a replay and changes nothing. ``on_copied(n)`` and ``on_phase(name)``
-    report progress (``checking``, then ``applying``)."""
+    report progress (``applying`` for a batch of plainly new events; ``checking`` first for any other)."""
     phase = on_phase or (lambda name: None)
     batch_id = uuid4()
     async with conn.transaction():
@@ -225,22 +274,9 @@ async def ingest_events(
         await conn.execute("SET LOCAL work_mem = '128MB'")
         await conn.execute(CREATE_STAGE)
         received = await copy_in_chunks(conn, "points_stage", STAGE_COLUMNS, records, on_copied)
-        phase("checking")
-        for row in await conn.fetch(STAGE_PROBLEMS, timeout=BULK_TIMEOUT_SECONDS):
-            problems.add(row["position"], row["field"], row["reason"])
-        repeated = await conn.fetch(REPEATED_REFS, timeout=BULK_TIMEOUT_SECONDS)
-        problems.add_repeats((row["positions"] for row in repeated), "event_ref")
-        known = await _known_events(conn, batch_id, problems)
-        if problems:
-            raise problems.rejection()
-        if received == 0:
-            raise BadRequest({"events": "at least one event is required"})
-        phase("applying")
-        new = await conn.fetchval(INSERT_EVENTS, batch_id, now, timeout=BULK_TIMEOUT_SECONDS)
-        if new + known != received:
-            await _known_events(conn, batch_id, problems)
-            if problems:
-                raise problems.rejection()
+        new = await _insert_plainly_new(conn, batch_id, now, received, problems, phase)
+        if new is None:
+            new = await _insert_checked(conn, batch_id, now, received, problems, phase)
         result = {"batch_id": str(batch_id), "received": received, "new": new, "known": received - new}
         if new:
             after = result | {"origin": origin}

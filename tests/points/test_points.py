@@ -212,6 +212,30 @@ async def test_events_are_idempotent_and_earn_points_by_the_rule_at_ingestion(ap
     assert entries[1]["after"]["new"] == 3 and entries[1]["after"]["origin"] == "api"
 
 
+async def test_overlapping_batches_at_once_record_each_event_once(api, db, clock):
+    # A batch of new events goes in without its checks, and any doubt (a reference another batch wrote meanwhile,
+    # or one of its own recorded before) sends it through them: either way each event is recorded exactly once.
+    clock.set(NOW)
+    await set_rule(api, "deposit", "1")
+    ref = (await api.new_client())["external_ref"]
+    at = NOW - timedelta(days=1)
+
+    def batch(first: int, last: int) -> list[dict]:
+        return [event(f"O{n}", ref, 100 * n, at) for n in range(first, last + 1)]
+
+    batches = [batch(1, 50), batch(26, 75), batch(1, 50), batch(51, 100), batch(26, 75), batch(1, 100)]
+    answers = await asyncio.gather(*(post_events(api, b) for b in batches))
+    assert all(a["new"] + a["known"] == a["received"] == len(b) for a, b in zip(answers, batches))
+    assert sum(a["new"] for a in answers) == 100
+    assert await count_events(db) == 100
+    assert await db.fetchval("SELECT sum(points) FROM points_events") == sum(range(1, 101))
+
+    # Partly known: the new ones are recorded, the known ones are replays.
+    mixed = await post_events(api, batch(95, 110))
+    assert (mixed["received"], mixed["new"], mixed["known"]) == (16, 10, 6)
+    assert await count_events(db) == 110
+
+
 async def test_a_bad_event_rejects_the_whole_batch_naming_each(api, db, clock):
     clock.set(NOW)
     await set_rule(api, "deposit", 1)
