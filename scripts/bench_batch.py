@@ -37,6 +37,20 @@ COPY_TABLE = """
 CREATE TABLE bench_copy_points (event_ref text, client_external_ref text, source text, amount_fen bigint,
                                 occurred_at timestamptz)
 """
+# The database's own floor for the import's work: the copied rows written into points_events (its two indexes
+# over a year of events) by one INSERT with the import's joins, then rolled back. New references keep it clear of
+# the rows the import wrote.
+FLOOR_INSERT = """
+BEGIN;
+INSERT INTO points_events (event_ref, client_id, source, amount_fen, points, occurred_at, batch_id, ingested_at)
+SELECT b.event_ref || '-floor', c.id, r.source, b.amount_fen, floor(b.amount_fen * r.points_per_yuan / 100)::bigint,
+       b.occurred_at, gen_random_uuid(), now()
+FROM bench_copy_points b
+JOIN clients c ON c.external_ref = b.client_external_ref
+JOIN points_rules r ON r.source = b.source
+ORDER BY c.id, b.occurred_at;
+ROLLBACK;
+"""
 
 
 async def seed_clients(db_url: str, scale: int) -> None:
@@ -101,7 +115,7 @@ async def batch_rows(admin_url: str, scale: int, keep: bool, workdir: Path) -> l
             await conn.execute(COPY_TABLE)
         finally:
             await conn.close()
-        rows.append(time_import(db_url, env, points_file(workdir / "points.csv", refs, scale), scale))
+        rows += time_import(db_url, env, points_file(workdir / "points.csv", refs, scale), scale)
     return rows
 
 
@@ -118,7 +132,7 @@ async def time_evaluation(conn: Any, config: Config, scale: int) -> list[Row]:
         rows.append(Row("batch", f"tier evaluation, {run} run, s", seconds, "s", None, "", None, goal,
                         seconds <= 20 if goal else None,
                         f"{result['evaluated']:,} clients, {result['changed']:,} changed (with history rows and "
-                        f"outbox events)" + ("" if goal else f"; goal is for 1,000,000 clients")))
+                        "outbox events)" + ("" if goal else "; goal is for 1,000,000 clients")))
     return rows
 
 
@@ -142,8 +156,9 @@ async def time_settlement(conn: Any) -> list[Row]:
     return timings
 
 
-def time_import(db_url: str, env: dict[str, str], path: Path, count: int) -> Row:
-    """``perks points import FILE`` against ``psql \\copy`` of the same file into a plain table."""
+def time_import(db_url: str, env: dict[str, str], path: Path, count: int) -> list[Row]:
+    """``perks points import FILE`` against ``psql \\copy`` of the same file into a plain table, and against the
+    database's floor: that copy then written into points_events by one INSERT."""
     started = time.perf_counter()
     subprocess.run([PSQL, "-q", "-v", "ON_ERROR_STOP=1", "-c",
                     f"\\copy bench_copy_points FROM '{path}' WITH (FORMAT csv, HEADER true)", db_url],
@@ -155,10 +170,18 @@ def time_import(db_url: str, env: dict[str, str], path: Path, count: int) -> Row
     import_seconds = time.perf_counter() - started
     if done.returncode != 0:
         print(done.stdout[-500:], done.stderr[-1500:], file=sys.stderr)
-        return Row("batch", "points import rows/s", None, "/s", count / copy_seconds, "psql \\copy /s", None,
-                   "≥ 0.5×", False, f"perks points import failed ({done.returncode})")
-    rate, ref = count / import_seconds, count / copy_seconds
-    print(f"  points import: {import_seconds:.2f} s; psql \\copy: {copy_seconds:.2f} s", flush=True)
-    return Row("batch", "points import rows/s", rate, "/s", ref, "psql \\copy /s", rate / ref, "≥ 0.5×",
-               rate / ref >= 0.5, f"{count:,} events; the command as run, start-up included")
-
+        return [Row("batch", "points import rows/s", None, "/s", count / copy_seconds, "psql \\copy /s", None,
+                    "≥ 0.5×", False, f"perks points import failed ({done.returncode})")]
+    started = time.perf_counter()
+    subprocess.run([PSQL, "-q", "-v", "ON_ERROR_STOP=1", "-c", FLOOR_INSERT, db_url], check=True, capture_output=True,
+                   text=True)
+    floor_seconds = copy_seconds + time.perf_counter() - started
+    rate, ref, floor = count / import_seconds, count / copy_seconds, count / floor_seconds
+    print(f"  points import: {import_seconds:.2f} s; psql \\copy: {copy_seconds:.2f} s; \\copy then INSERT into "
+          f"points_events: {floor_seconds:.2f} s", flush=True)
+    return [Row("batch", "points import rows/s", rate, "/s", ref, "psql \\copy /s", rate / ref, "≥ 0.5×",
+                rate / ref >= 0.5, f"{count:,} events; the command as run, start-up included; \\copy into a plain "
+                "table, no index"),
+            Row("batch", "points import rows/s, against the database's floor", rate, "/s", floor,
+                "\\copy + INSERT /s", rate / floor, "", None,
+                "the same rows by psql into points_events itself (its two indexes), the import's joins, no checks")]
