@@ -166,7 +166,6 @@ CREATE TABLE idempotency_keys (
     body jsonb NOT NULL,
     created_at timestamp with time zone NOT NULL,
     CONSTRAINT idempotency_keys_pkey PRIMARY KEY (merchant_id, key),
-    CONSTRAINT idempotency_keys_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES merchants(id),
     CONSTRAINT idempotency_keys_key_check CHECK (((length(key) >= 1) AND (length(key) <= 255)))
 );
 CREATE INDEX idempotency_keys_created ON public.idempotency_keys USING btree (created_at);
@@ -273,12 +272,10 @@ CREATE TABLE redemptions (
     CONSTRAINT redemptions_voucher_id_key UNIQUE (voucher_id),
     CONSTRAINT redemptions_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients(id),
     CONSTRAINT redemptions_grant_id_fkey FOREIGN KEY (grant_id) REFERENCES grants(id),
-    CONSTRAINT redemptions_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES merchants(id),
     CONSTRAINT redemptions_merchant_id_store_id_fkey FOREIGN KEY (merchant_id, store_id) REFERENCES stores(merchant_id, id),
-    CONSTRAINT redemptions_perk_code_fkey FOREIGN KEY (perk_code) REFERENCES perks(code) ON UPDATE CASCADE,
     CONSTRAINT redemptions_redeemed_by_fkey FOREIGN KEY (redeemed_by) REFERENCES users(id),
     CONSTRAINT redemptions_voided_by_fkey FOREIGN KEY (voided_by) REFERENCES users(id),
-    CONSTRAINT redemptions_voucher_id_fkey FOREIGN KEY (voucher_id) REFERENCES vouchers(id),
+    CONSTRAINT redemptions_voucher_perk_fkey FOREIGN KEY (voucher_id, perk_code) REFERENCES vouchers(id, perk_code) ON UPDATE CASCADE,
     CONSTRAINT redemptions_check CHECK (((status = 'voided'::text) = (voided_at IS NOT NULL))),
     CONSTRAINT redemptions_quota_month_check CHECK (((quota_month >= 1) AND (quota_month <= 12))),
     CONSTRAINT redemptions_status_check CHECK ((status = ANY (ARRAY['redeemed'::text, 'voided'::text]))),
@@ -456,6 +453,7 @@ CREATE TABLE vouchers (
     issued_at timestamp with time zone NOT NULL,
     expires_at timestamp with time zone NOT NULL,
     CONSTRAINT vouchers_pkey PRIMARY KEY (id),
+    CONSTRAINT vouchers_id_perk_code_key UNIQUE (id, perk_code),
     CONSTRAINT vouchers_seq_key UNIQUE (seq),
     CONSTRAINT vouchers_client_id_fkey FOREIGN KEY (client_id) REFERENCES clients(id),
     CONSTRAINT vouchers_kid_fkey FOREIGN KEY (kid) REFERENCES signing_keys(kid),
