@@ -559,6 +559,7 @@ CREATE VIEW owed_voids (
 --   perks_slot_share(capacity integer, slot integer) RETURNS integer
 --   perks_spread_slots(p_merchant uuid, p_perk text, p_year integer, p_total integer) RETURNS void
 --   perks_take_capacity(p_merchant uuid, p_perk text, p_year integer, p_capacity integer) RETURNS integer
+--   perks_take_capacity_in_turn(p_merchant uuid, p_perk text, p_year integer, p_capacity integer) RETURNS integer
 --   perks_take_grant(p_client uuid, p_perk text, p_today date) RETURNS uuid
 --   perks_take_tier(p_client uuid, p_perk text, p_year integer, p_month integer, p_quota integer, p_cap integer, OUT used integer, OUT refusal text) RETURNS record
 --   perks_usage_view_insert() RETURNS trigger
