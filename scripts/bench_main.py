@@ -21,6 +21,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_tools as tools  # noqa: E402
+from perks.core.config import Config  # noqa: E402
 from bench_tools import CALLBACK_METRIC, HELD_METRIC, LAG_METRIC, lag_buckets, lag_window  # noqa: E402
 from bench_report import Report, Row  # noqa: E402
 from bench_server import (  # noqa: E402
@@ -82,6 +83,23 @@ class Bench:
         runs = self.references[kind]
         return sum(runs) / len(runs)
 
+    async def floor(self) -> float:
+        """The product's redemption function alone, driven by pgbench at the uniform cashiers: redemptions/s."""
+        tz = Config.from_env(self.server.env).timezone.key
+        wanted = int(self.reference("redeem") * 0.4 * self.args.pgbench_duration) + 100
+        count = await tools.floor_setup(self.db_url, self.program.uniform_usernames, self.program.perks,
+                                        self.program.clients, wanted, tz)
+        tps, ran = await asyncio.to_thread(tools.run_pgbench_floor, self.db_url, count,
+                                           clients=self.args.connections)
+        redeemed = await tools.floor_teardown(self.db_url)
+        await self.check_invariants()
+        if redeemed != ran:
+            raise LoadFailed(f"the floor redeemed {redeemed} of its {ran} vouchers")
+        self.references.setdefault("floor", []).append(tps)
+        print(f"  floor (perks_redeem by pgbench): {tps:,.0f} redemptions/s, {redeemed:,} redeemed; invariants hold",
+              flush=True)
+        return tps
+
     # ---- redemption load ----------------------------------------------------------------------------------------
 
     async def redeem(self, count: int, cashiers: list[str], perks: list[str], connections: int,
@@ -139,11 +157,16 @@ class Bench:
                                             self.args.connections)
         self.uniform_rate = rate
         self.pgbench("redeem")
-        ref = self.reference("redeem")
+        await self.floor()
+        ref, floor = self.reference("redeem"), self.reference("floor")
         self.report.add(Row("redeem", "uniform redemptions/s, 16 merchants", rate, "/s", ref, "pgbench tps",
                             rate / ref, "≥ 0.6×", rate / ref >= 0.6,
                             f"{self.args.connections} conn, {self.args.workers} workers; pgbench runs "
                             + ", ".join(f"{x:,.0f}" for x in self.references["redeem"])))
+        self.report.add(Row("redeem", "perks_redeem alone by pgbench /s (floor)", floor, "/s", ref, "pgbench tps",
+                            floor / ref, "", None, "every rule of a redemption, no HTTP: the database's own cost"))
+        self.report.add(Row("redeem", "uniform redemptions/s, against the floor", rate, "/s", floor,
+                            "perks_redeem /s", rate / floor, "", None, "what HTTP and Python add"))
 
     async def part_hot(self) -> None:
         print("== hot partner: every redemption on one merchant's capacity counter", flush=True)
@@ -156,7 +179,7 @@ class Bench:
         self.pgbench("redeem_hot")
         uniform = self.uniform_rate or 1
         self.report.add(Row("hot", "hot partner redemptions/s, 1 counter", rate, "/s", uniform, "uniform /s",
-                            rate / uniform, "≥ 0.9×", rate / uniform >= 0.9, f"16 stores of one merchant, one perk"))
+                            rate / uniform, "≥ 0.9×", rate / uniform >= 0.9, "16 stores of one merchant, one perk"))
         hot_ref, ref = self.reference("redeem_hot"), self.reference("redeem")
         self.report.add(Row("hot", "pgbench hot row tps (for comparison)", hot_ref, "tps", ref, "pgbench tps",
                             hot_ref / ref, "", None, "the database's own hot-row figure"))

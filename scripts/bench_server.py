@@ -175,6 +175,7 @@ class Program:
     uniform_cashiers: list[str] = field(default_factory=list)  # one cashier at each of 16 merchants
     hot_cashiers: list[str] = field(default_factory=list)  # 16 stores of the one hot merchant
     cashier_usernames: list[str] = field(default_factory=list)
+    uniform_usernames: list[str] = field(default_factory=list)  # the uniform cashiers' usernames, in their order
     clients: list[str] = field(default_factory=list)  # client ids
     sessions: list[str] = field(default_factory=list)  # a client session token per client
     # (client session, voucher id) of vouchers issued for the QR images
@@ -224,6 +225,7 @@ async def set_up_program(http: Http, env: dict[str, str], clients: int) -> Progr
     program.uniform_cashiers = [token for group in uniform for _, token in group]
     program.hot_cashiers = [token for _, token in hot]
     program.cashier_usernames = [name for group in [*uniform, hot] for name, _ in group]
+    program.uniform_usernames = [name for group in uniform for name, _ in group]
 
     lines = ["external_ref,name,tier"] + [f"BENCH{n:07d},罗小升,{TIER}" for n in range(clients)]
     await http.ok("POST", f"{API}/clients/import", admin, data="\n".join(lines).encode(),

@@ -217,6 +217,113 @@ def run_pgbench(db_url: str, kind: str, *, seconds: float, clients: int = 16) ->
     raise RuntimeError(f"pgbench failed ({done.returncode}): {done.stdout[-600:]} {done.stderr[-600:]}")
 
 
+# ---- the floor: the product's own redemption function, driven by pgbench ------------------------------------
+# What the database alone does with every rule of a redemption (session, rate, store, refusal table, counters,
+# audit entry, event), so that the HTTP figure can be read against the database's cost of the same work as well as
+# against the reference's plain transaction. Fresh vouchers are written straight into the table, one per client and
+# perk (each the newest of its pair), dealt round the given cashiers; each pgbench transaction redeems the next one
+# in one call, as the service does. Only the scratch table, sequence and function go afterwards: the redemptions
+# are real, and the invariants are checked over them like any load run's.
+FLOOR_SETUP = """
+DROP FUNCTION IF EXISTS bench_floor_redeem();
+DROP TABLE IF EXISTS bench_floor;
+DROP SEQUENCE IF EXISTS bench_floor_next;
+CREATE SEQUENCE bench_floor_next;
+"""
+FLOOR_VOUCHERS = """
+CREATE TABLE bench_floor AS
+WITH cashiers AS (
+    SELECT row_number() OVER (ORDER BY u.username) - 1 AS n, u.id AS user_id, u.username, u.session_generation,
+           u.merchant_id, u.store_id
+    FROM users u WHERE u.username = ANY($1::text[])
+),
+pairs AS (
+    SELECT row_number() OVER (ORDER BY random()) AS k, c.id AS client_id, p.perk
+    FROM clients c CROSS JOIN unnest($2::text[]) AS p(perk)
+    WHERE c.id = ANY($3::uuid[])
+    LIMIT $4
+)
+SELECT p.k, 'F' || substr(md5(random()::text || p.k), 1, 15) AS voucher_id, p.client_id, p.perk, c.*
+FROM pairs p JOIN cashiers c ON c.n = p.k % (SELECT count(*) FROM cashiers)
+"""
+FLOOR_INSERT = """
+INSERT INTO vouchers (id, client_id, perk_code, kid, token, issued_at, expires_at)
+SELECT f.voucher_id, f.client_id, f.perk, k.kid, 'bench-floor', now(), now() + interval '2 hours'
+FROM bench_floor f, (SELECT kid FROM signing_keys WHERE retired_at IS NULL) k
+ORDER BY f.k
+"""
+FLOOR_FUNCTION = """
+CREATE FUNCTION bench_floor_redeem() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    r bench_floor;
+    next_k bigint := nextval('bench_floor_next');
+    at timestamptz := clock_timestamp();
+    local timestamp := clock_timestamp() AT TIME ZONE '{tz}';
+BEGIN
+    SELECT * INTO r FROM bench_floor WHERE k = next_k;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    RETURN (SELECT d.status FROM perks_redeem(
+        r.user_id, r.username, 'cashier', r.session_generation, r.merchant_id, r.store_id, NULL, r.voucher_id,
+        at + interval '5 minutes', interval '30 seconds', at, extract(year FROM local)::integer,
+        extract(month FROM local)::integer, local::date, 1000000000, NULL, NULL, interval '24 hours', false) d);
+END
+$$
+"""
+FLOOR_SCRIPT = "SELECT bench_floor_redeem();\n"
+FLOOR_TEARDOWN = """
+DROP FUNCTION IF EXISTS bench_floor_redeem();
+DROP TABLE IF EXISTS bench_floor;
+DROP SEQUENCE IF EXISTS bench_floor_next;
+"""
+FLOOR_REDEEMED = "SELECT count(*) FROM redemptions r JOIN bench_floor f ON f.voucher_id = r.voucher_id"
+
+
+async def floor_setup(db_url: str, cashiers: Sequence[str], perks: Sequence[str], clients: Sequence[str],
+                      count: int, tz: str) -> int:
+    """Write up to ``count`` fresh vouchers for the floor's run; how many there are."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(FLOOR_SETUP)
+        await conn.execute(FLOOR_VOUCHERS, list(cashiers), list(perks), list(clients), count)
+        await conn.execute("ALTER TABLE bench_floor ADD PRIMARY KEY (k)")
+        await conn.execute(FLOOR_INSERT)
+        await conn.execute(FLOOR_FUNCTION.format(tz=tz.replace("'", "")))
+        await conn.execute("VACUUM ANALYZE bench_floor")
+        return await conn.fetchval("SELECT count(*) FROM bench_floor")
+    finally:
+        await conn.close()
+
+
+async def floor_teardown(db_url: str) -> int:
+    """How many of the floor's vouchers were redeemed; then its scratch objects go."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        redeemed = await conn.fetchval(FLOOR_REDEEMED)
+        await conn.execute(FLOOR_TEARDOWN)
+        return redeemed
+    finally:
+        await conn.close()
+
+
+def run_pgbench_floor(db_url: str, vouchers: int, *, clients: int = 16) -> tuple[float, int]:
+    """Floor redemptions shared by ``clients`` pgbench clients, as many of the ``vouchers`` as divide evenly: the
+    transactions per second, and how many vouchers that spent."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+        handle.write(FLOOR_SCRIPT)
+    clients = max(1, min(clients, vouchers))
+    per_client = max(1, vouchers // clients)
+    command = [PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, WRK_THREADS)),
+               "-t", str(per_client), "-f", handle.name, db_url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    Path(handle.name).unlink(missing_ok=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2]), per_client * clients
+    raise RuntimeError(f"pgbench failed ({done.returncode}): {done.stdout[-600:]} {done.stderr[-600:]}")
+
+
 # ---- the counter invariants -------------------------------------------------------------------------------------
 
 async def broken_invariants(db_url: str) -> dict[str, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -54,6 +55,22 @@ async def test_a_voucher_redeemed_twice_is_caught(api, db, database_url):
                quota_year, quota_month, unit_price_fen, 'voided', redeemed_at, 'test' FROM redemptions""")
     broken = await bench_tools.broken_invariants(database_url)
     assert broken.get("vouchers redeemed more than once") == 1
+
+
+async def test_the_floor_redeems_each_of_its_vouchers_once_through_the_product(api, db, database_url):
+    prog = await api.program(yearly_quota=3, yearly_capacity=10)
+    clients = [(await api.member(prog["tier"]))[0]["id"] for _ in range(4)]
+    cashier = await db.fetchval("SELECT username FROM users WHERE role = 'cashier' AND merchant_id = $1",
+                                UUID(prog["merchant"]))
+    count = await bench_tools.floor_setup(database_url, [cashier], [prog["perk"]], clients, 10, "Asia/Shanghai")
+    assert count == 4  # one voucher per client and perk, however many were wanted
+    # Each call redeems the next voucher through perks_redeem; past the last there is nothing to redeem.
+    statuses = [await db.fetchval("SELECT bench_floor_redeem()") for _ in range(count + 1)]
+    assert statuses == [201, 201, 201, 201, 0]
+    assert await bench_tools.floor_teardown(database_url) == 4
+    assert await db.fetchval("SELECT to_regclass('bench_floor')") is None
+    assert await db.fetchval("SELECT count(*) FROM redemptions WHERE merchant_id = $1", UUID(prog["merchant"])) == 4
+    assert await bench_tools.broken_invariants(database_url) == {}
 
 
 def test_lag_window_counts_only_the_samples_between_two_scrapes():
