@@ -85,7 +85,7 @@ class Bench:
 
     async def floor(self) -> float:
         """The product's redemption function alone, driven by pgbench at the uniform cashiers: redemptions/s."""
-        tz = Config.from_env(self.server.env).timezone.key
+        tz = Config.from_env(self.server.env).timezone
         wanted = int(self.reference("redeem") * 0.4 * self.args.pgbench_duration) + 100
         count = await tools.floor_setup(self.db_url, self.program.uniform_usernames, self.program.perks,
                                         self.program.clients, wanted, tz)

@@ -10,12 +10,15 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from perks.quotas import invariants as quota_invariants
+from perks.quotas import period
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 PSQL = "/usr/lib/postgresql/15/bin/psql"
@@ -205,11 +208,17 @@ async def reference_teardown(db_url: str) -> None:
 
 def run_pgbench(db_url: str, kind: str, *, seconds: float, clients: int = 16) -> float:
     """Transactions per second of the reference script ``kind`` (prepared statements, ``clients`` clients)."""
+    return _pgbench_tps(db_url, SCRIPTS[kind], clients, ["-T", str(max(1, math.ceil(seconds)))], seconds + 60)
+
+
+def _pgbench_tps(db_url: str, script: str, clients: int, length: list[str], timeout: float) -> float:
+    """Transactions per second of ``script`` run by ``clients`` pgbench clients (prepared statements) for
+    ``length`` (``-T seconds`` or ``-t transactions``)."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
-        handle.write(SCRIPTS[kind])
+        handle.write(script)
     command = [PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, WRK_THREADS)),
-               "-T", str(max(1, math.ceil(seconds))), "-f", handle.name, db_url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+               *length, "-f", handle.name, db_url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     Path(handle.name).unlink(missing_ok=True)
     for line in done.stdout.splitlines():
         if line.startswith("tps = "):
@@ -224,12 +233,12 @@ def run_pgbench(db_url: str, kind: str, *, seconds: float, clients: int = 16) ->
 # perk (each the newest of its pair), dealt round the given cashiers; each pgbench transaction redeems the next one
 # in one call, as the service does. Only the scratch table, sequence and function go afterwards: the redemptions
 # are real, and the invariants are checked over them like any load run's.
-FLOOR_SETUP = """
+FLOOR_TEARDOWN = """
 DROP FUNCTION IF EXISTS bench_floor_redeem();
 DROP TABLE IF EXISTS bench_floor;
 DROP SEQUENCE IF EXISTS bench_floor_next;
-CREATE SEQUENCE bench_floor_next;
 """
+FLOOR_SETUP = FLOOR_TEARDOWN + "CREATE SEQUENCE bench_floor_next;\n"
 FLOOR_VOUCHERS = """
 CREATE TABLE bench_floor AS
 WITH cashiers AS (
@@ -258,7 +267,6 @@ DECLARE
     r bench_floor;
     next_k bigint := nextval('bench_floor_next');
     at timestamptz := clock_timestamp();
-    local timestamp := clock_timestamp() AT TIME ZONE '{tz}';
 BEGIN
     SELECT * INTO r FROM bench_floor WHERE k = next_k;
     IF NOT FOUND THEN
@@ -266,30 +274,27 @@ BEGIN
     END IF;
     RETURN (SELECT d.status FROM perks_redeem(
         r.user_id, r.username, 'cashier', r.session_generation, r.merchant_id, r.store_id, NULL, r.voucher_id,
-        at + interval '5 minutes', interval '30 seconds', at, extract(year FROM local)::integer,
-        extract(month FROM local)::integer, local::date, 1000000000, NULL, NULL, interval '24 hours', false) d);
+        at + interval '5 minutes', interval '30 seconds', at, {year}, {month}, DATE '{today}', 1000000000, NULL, NULL,
+        interval '24 hours', false) d);
 END
 $$
 """
 FLOOR_SCRIPT = "SELECT bench_floor_redeem();\n"
-FLOOR_TEARDOWN = """
-DROP FUNCTION IF EXISTS bench_floor_redeem();
-DROP TABLE IF EXISTS bench_floor;
-DROP SEQUENCE IF EXISTS bench_floor_next;
-"""
 FLOOR_REDEEMED = "SELECT count(*) FROM redemptions r JOIN bench_floor f ON f.voucher_id = r.voucher_id"
 
 
 async def floor_setup(db_url: str, cashiers: Sequence[str], perks: Sequence[str], clients: Sequence[str],
-                      count: int, tz: str) -> int:
-    """Write up to ``count`` fresh vouchers for the floor's run; how many there are."""
+                      count: int, tz: ZoneInfo) -> int:
+    """Write up to ``count`` fresh vouchers for the floor's run; how many there are. Its redemptions count in the
+    quota period of this instant in ``tz`` (the run lasts seconds)."""
+    at = period(datetime.now(timezone.utc), tz)
     conn = await asyncpg.connect(db_url)
     try:
         await conn.execute(FLOOR_SETUP)
         await conn.execute(FLOOR_VOUCHERS, list(cashiers), list(perks), list(clients), count)
         await conn.execute("ALTER TABLE bench_floor ADD PRIMARY KEY (k)")
         await conn.execute(FLOOR_INSERT)
-        await conn.execute(FLOOR_FUNCTION.format(tz=tz.replace("'", "")))
+        await conn.execute(FLOOR_FUNCTION.format(year=at.year, month=at.month, today=at.today.isoformat()))
         await conn.execute("VACUUM ANALYZE bench_floor")
         return await conn.fetchval("SELECT count(*) FROM bench_floor")
     finally:
@@ -313,18 +318,9 @@ async def floor_teardown(db_url: str) -> int:
 def run_pgbench_floor(db_url: str, vouchers: int, *, clients: int = 16) -> tuple[float, int]:
     """Floor redemptions shared by ``clients`` pgbench clients, as many of the ``vouchers`` as divide evenly: the
     transactions per second, and how many vouchers that spent."""
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
-        handle.write(FLOOR_SCRIPT)
     clients = max(1, min(clients, vouchers))
     per_client = max(1, vouchers // clients)
-    command = [PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, WRK_THREADS)),
-               "-t", str(per_client), "-f", handle.name, db_url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    Path(handle.name).unlink(missing_ok=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("tps = "):
-            return float(line.split()[2]), per_client * clients
-    raise RuntimeError(f"pgbench failed ({done.returncode}): {done.stdout[-600:]} {done.stderr[-600:]}")
+    return _pgbench_tps(db_url, FLOOR_SCRIPT, clients, ["-t", str(per_client)], 600), per_client * clients
 
 
 # ---- the counter invariants -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -62,7 +63,8 @@ async def test_the_floor_redeems_each_of_its_vouchers_once_through_the_product(a
     clients = [(await api.member(prog["tier"]))[0]["id"] for _ in range(4)]
     cashier = await db.fetchval("SELECT username FROM users WHERE role = 'cashier' AND merchant_id = $1",
                                 UUID(prog["merchant"]))
-    count = await bench_tools.floor_setup(database_url, [cashier], [prog["perk"]], clients, 10, "Asia/Shanghai")
+    count = await bench_tools.floor_setup(database_url, [cashier], [prog["perk"]], clients, 10,
+                                          ZoneInfo("Asia/Shanghai"))
     assert count == 4  # one voucher per client and perk, however many were wanted
     # Each call redeems the next voucher through perks_redeem; past the last there is nothing to redeem.
     statuses = [await db.fetchval("SELECT bench_floor_redeem()") for _ in range(count + 1)]
