@@ -3,7 +3,6 @@ perk's voucher as a QR code full screen, fetching a fresh one before the shown o
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from datetime import datetime
@@ -18,7 +17,7 @@ from merchant_portal.pages import checked_form, current_principal, explain, form
 from perks import quotas
 from perks.accounts import sessions
 from perks.clients import wallet_links
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, METRICS, POOL
+from perks.core.appkeys import CLOCK, CONFIG, METRICS, POOL
 from perks.core.auth import Principal
 from perks.core.endpoint import endpoint
 from perks.core.errors import NotFound
@@ -26,7 +25,7 @@ from perks.core.jsonutil import json_response
 from perks.core.validation import Body
 from perks.vouchers import qr
 from perks.vouchers import service as vouchers
-from perks.vouchers.appkeys import KEYRING
+from perks.vouchers.appkeys import KEYRING, QR_POOL
 
 routes = web.RouteTableDef()
 
@@ -112,8 +111,7 @@ async def wallet_voucher(request: web.Request, body: VoucherRequest) -> web.Resp
             conn, request.config_dict[KEYRING], UUID(client.id), body.perk, now, config.timezone
         )
     request.config_dict[METRICS].vouchers_issued.labels(body.perk).inc()
-    loop = asyncio.get_running_loop()
-    png = await loop.run_in_executor(request.config_dict[CPU_POOL], qr.render_png, voucher["token"])
+    png = await request.config_dict[QR_POOL].render(qr.render_png, voucher["token"])
     expires_at: datetime = voucher["expires_at"]
     payload: dict[str, Any] = {
         "id": voucher["id"],

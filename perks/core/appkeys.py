@@ -11,8 +11,6 @@ from perks.core.clock import Clock
 from perks.core.config import Config
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from perks.core.auth import Principal
     from perks.core.metrics import Metrics
 
@@ -20,7 +18,6 @@ CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CLOCK = web.AppKey("clock", Clock)
 METRICS = web.AppKey("metrics", "Metrics")
-CPU_POOL = web.AppKey("cpu_pool", "Executor")
 
 PRINCIPAL = web.RequestKey("principal", "Principal")
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,6 +1,7 @@
 """QR images of a voucher token: error correction M, version 10 at most, one fixed mask pattern.
 
-Pure CPU work: the application runs these functions in its process pool (``app[CPU_POOL]``), never on the event loop.
+Pure CPU work: the application runs these functions in its worker processes (``perks.vouchers.qr_pool``), never
+on the event loop.
 """
 
 from __future__ import annotations

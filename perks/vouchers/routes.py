@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date, datetime
 from typing import Any, Callable
 from uuid import UUID
@@ -10,7 +9,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, METRICS, POOL
+from perks.core.appkeys import CLOCK, CONFIG, METRICS, POOL
 from perks.core.auth import CLIENTS
 from perks.core.endpoint import endpoint, principal_of
 from perks.core.ids import parse_id
@@ -18,7 +17,7 @@ from perks.core.jsonutil import json_response
 from perks.core.validation import Body, Query
 from perks.points.events import client_points
 from perks.vouchers import qr, service
-from perks.vouchers.appkeys import KEYRING
+from perks.vouchers.appkeys import KEYRING, QR_POOL
 from perks.vouchers.keys import JWKS_MAX_AGE_SECONDS
 
 routes = web.RouteTableDef()
@@ -137,8 +136,7 @@ async def issue_voucher(request: web.Request, body: VoucherRequest) -> web.Respo
 async def _qr_image(request: web.Request, render: Callable[[str], Any]) -> Any:
     async with request.config_dict[POOL].acquire() as conn:
         voucher = await service.voucher_of_client(conn, _client_id(request), request.match_info["voucher_id"])
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.config_dict[CPU_POOL], render, voucher["token"])
+    return await request.config_dict[QR_POOL].render(render, voucher["token"])
 
 
 @routes.get("/api/v1/me/vouchers/{voucher_id}/qr.png")

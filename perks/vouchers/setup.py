@@ -6,22 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, AsyncIterator
 
 import asyncpg
 from aiohttp import web
 
-from perks.core.appkeys import CLOCK, CONFIG, CPU_POOL, POOL
+from perks.core.appkeys import CLOCK, CONFIG, POOL
 from perks.core.background import running
 from perks.core.clock import Clock
 from perks.core.config import Config
 from perks.core.db import UNAVAILABLE_ERRORS, init_connection, resolve_database_url
-from perks.vouchers.appkeys import KEYRING
+from perks.vouchers.appkeys import KEYRING, QR_POOL
 from perks.vouchers.keyring import KeyRing
 from perks.vouchers.keys import CHANNEL, RELOAD_EVERY_SECONDS, KeyDecryptionError, ensure_active_key, load_keys
+from perks.vouchers.qr_pool import QrPool
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,6 @@ MAX_RECONNECT_DELAY_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 # How the listening connection names itself in pg_stat_activity.
 LISTENER_APPLICATION_NAME = "perks-keyring"
-QR_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 async def refresh_ring(conn: asyncpg.Connection, config: Config, ring: KeyRing, clock: Clock) -> None:
@@ -114,13 +111,6 @@ async def _close_quietly(conn: asyncpg.Connection) -> None:
         conn.terminate()
 
 
-def qr_executor() -> ProcessPoolExecutor:
-    """A pool of worker processes for QR rendering, forked from a server that has already imported the renderer."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["perks.vouchers.qr"])
-    return ProcessPoolExecutor(max_workers=QR_WORKERS, mp_context=context)
-
-
 async def vouchers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the key ring and the QR rendering pool; close them on shutdown."""
     config, clock = app[CONFIG], app[CLOCK]
@@ -134,9 +124,9 @@ async def vouchers_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("signing keys not loaded yet: the database is unavailable")
     app[KEYRING] = ring
     watcher = KeyWatcher(ring, config, clock, await resolve_database_url(config))
-    app[CPU_POOL] = executor = qr_executor()
+    app[QR_POOL] = qr_pool = QrPool()
     try:
         async with running(watcher.run(), "perks-keyring-watcher"):
             yield
     finally:
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(qr_pool.shutdown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+import aiohttp
 import pytest
 
 from perks.app import create_app
@@ -157,3 +159,51 @@ def test_workers_that_keep_crashing_at_start_make_serve_give_up_non_zero(databas
         _stop(process)
     output = log_path.read_text()
     assert "giving up" in output and output.count("retrying in") >= 4, output
+
+
+async def test_images_in_flight_are_answered_when_the_whole_process_group_is_told_to_stop(api, config, tmp_path):
+    """A service manager (systemd, a container runtime) sends SIGTERM to every process of the service at once: the
+    QR renderers included. The images being asked for as it stops are still drawn, never a 500."""
+    _, token, perk = await api.entitled_client()
+    voucher = await api.voucher(token, perk["code"])
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": config.database_url, "PERKS_SECRET": config.secret,
+           "PERKS_DATA_DIR": str(tmp_path), "PERKS_TERMINAL_RATE_LIMIT": "1000000"}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "perks", "serve", "--port", str(port), "--workers", "1"],
+            env=env, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    statuses: list[int] = []
+    stopping = asyncio.Event()
+
+    async def fetch_until_refused(session: aiohttp.ClientSession) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        url = f"http://127.0.0.1:{port}{voucher['qr_svg_url']}"
+        while True:
+            try:
+                async with session.get(url, headers=headers) as response:
+                    await response.read()
+                    statuses.append(response.status)
+            except aiohttp.ClientError:  # the listener is closed: the service is going away
+                if stopping.is_set():
+                    return
+                await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.to_thread(_wait_until_serving, f"http://127.0.0.1:{port}/readyz", process)
+        async with aiohttp.ClientSession() as session:
+            fetchers = [asyncio.create_task(fetch_until_refused(session)) for _ in range(16)]
+            while len(statuses) < 200:
+                await asyncio.sleep(0.01)
+            stopping.set()
+            os.killpg(process.pid, signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await asyncio.gather(*fetchers)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        _stop(process)
+    output = log_path.read_text()
+    assert set(statuses) == {200}, (sorted(set(statuses)), output[-3000:])
+    assert "Traceback" not in output, output[-3000:]

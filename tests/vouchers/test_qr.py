@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 import re
+import signal
 import xml.etree.ElementTree as ElementTree
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import qrcode
@@ -13,8 +15,9 @@ import zxingcpp
 from PIL import Image, ImageDraw
 from qrcode.constants import ERROR_CORRECT_M
 
-from perks.core.appkeys import CPU_POOL
 from perks.vouchers import qr
+from perks.vouchers.appkeys import QR_POOL
+from perks.vouchers.qr_pool import QrPool
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 # A token as long as the contract allows: 213 characters.
@@ -85,7 +88,7 @@ async def test_png_decodes_to_the_exact_token(api, client):
     barcode = decode(Image.open(io.BytesIO(png)))
     assert barcode.text == voucher["token"]
     assert int(barcode.extra["Version"]) <= 10 and barcode.extra["ECLevel"] == "M"
-    assert isinstance(client.app[CPU_POOL], ProcessPoolExecutor)
+    assert isinstance(client.app[QR_POOL], QrPool)
 
 
 async def test_svg_is_valid_xml_of_the_exact_token(api, client):
@@ -96,6 +99,22 @@ async def test_svg_is_valid_xml_of_the_exact_token(api, client):
         assert response.headers["Cache-Control"] == "no-store"
         svg = await response.text()
     assert decode(svg_to_image(svg)).text == voucher["token"]
+
+
+async def test_a_renderer_that_died_is_replaced_and_the_image_still_drawn(api, client):
+    token, voucher = await _voucher(api)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with client.get(voucher["qr_png_url"], headers=headers) as response:
+        assert response.status == 200
+    renderers = [child for child in multiprocessing.active_children() if child.name.startswith("ForkServerProcess")]
+    assert renderers, "no rendering process was started"
+    for renderer in renderers:  # as the out-of-memory killer would
+        os.kill(renderer.pid, signal.SIGKILL)
+        renderer.join(5)
+    for _ in range(3):
+        async with client.get(voucher["qr_png_url"], headers=headers) as response:
+            assert response.status == 200
+            assert decode(Image.open(io.BytesIO(await response.read()))).text == voucher["token"]
 
 
 async def test_another_clients_voucher_is_not_found(api):
