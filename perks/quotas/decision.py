@@ -19,6 +19,8 @@ class Entitlement:
     perk: str
     name: str
     birthday_only: bool
+    # How long a voucher for the perk lives (None for an unknown perk).
+    voucher_ttl_seconds: int | None
     entitled: bool
     yearly_quota: int | None
     monthly_cap: int | None
@@ -56,8 +58,8 @@ class Entitlement:
 
 # Usable grants listed with each perk, soonest expiring first (the order redeeming draws them in).
 SELECT_DECISIONS = """
-SELECT d.perk, p.name, p.birthday_only, d.entitled, d.yearly_quota, d.monthly_cap, d.used, d.used_this_month,
-       d.refusal,
+SELECT d.perk, p.name, p.birthday_only, p.voucher_ttl_seconds, d.entitled, d.yearly_quota, d.monthly_cap, d.used,
+       d.used_this_month, d.refusal,
        COALESCE((SELECT json_agg(json_build_object('id', g.id, 'remaining', g.quantity - g.used,
                                                    'expires_on', g.expires_on)
                                  ORDER BY g.expires_on, g.created_at, g.id)

@@ -72,10 +72,10 @@ async def client_entitlements(
 SELECT_BIRTHDAY = "SELECT birthday FROM clients WHERE id = $1"
 
 
-SELECT_PERK_TTL = "SELECT voucher_ttl_seconds FROM perks WHERE code = $1"
 INSERT_VOUCHER = """
 INSERT INTO vouchers (id, client_id, perk_code, kid, token, issued_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id
 """
 
 
@@ -86,34 +86,37 @@ async def issue_voucher(
 
     Refusals are the quota decision's (:mod:`perks.quotas`), first that applies: client_blocked, not_entitled (no
     entitlement for the tier now, an unknown perk, or a birthday perk outside the birthday month, and no grant),
-    quota_exhausted, monthly_cap_reached; a grant with a use left allows a voucher beyond the tier's quota."""
-    async with conn.transaction():
-        decided = await quotas.decision(conn, client_id, perk, quotas.period(now, tz))
-        if decided is None:
-            raise NotFound()
-        if decided.refusal is not None:
-            raise Refusal(decided.refusal)
-        ttl = await conn.fetchval(SELECT_PERK_TTL, perk)
+    quota_exhausted, monthly_cap_reached; a grant with a use left allows a voucher beyond the tier's quota.
 
-        voucher_id = new_voucher_id()
-        issued = int(now.timestamp())
-        expires = issued + ttl
-        token, kid = keyring.sign(voucher_id, issued, expires)
-        issued_at = datetime.fromtimestamp(issued, timezone.utc)
-        expires_at = datetime.fromtimestamp(expires, timezone.utc)
-        # The newest voucher (highest seq) is the live one: inserting this one supersedes the previous.
-        await conn.execute(INSERT_VOUCHER, voucher_id, client_id, perk, kid, token, issued_at, expires_at)
-        await audit.record(
-            conn,
-            Principal(id=str(client_id), role="client"),
-            "voucher.issue",
-            "voucher",
-            voucher_id,
-            None,
-            # Never the token: until it expires it is as good as the voucher.
-            {"id": voucher_id, "client_id": str(client_id), "perk": perk, "kid": kid,
-             "issued_at": issued_at, "expires_at": expires_at},
-        )
+    Two round trips and no transaction around them: the decision only refuses early (redeeming decides again,
+    under the counters' locks), and the voucher is written with its audit entry in one statement."""
+    decided = await quotas.decision(conn, client_id, perk, quotas.period(now, tz))
+    if decided is None:
+        raise NotFound()
+    if decided.refusal is not None:
+        raise Refusal(decided.refusal)
+    assert decided.voucher_ttl_seconds is not None  # a perk that is not in the catalogue is not_entitled
+
+    voucher_id = new_voucher_id()
+    issued = int(now.timestamp())
+    expires = issued + decided.voucher_ttl_seconds
+    token, kid = keyring.sign(voucher_id, issued, expires)
+    issued_at = datetime.fromtimestamp(issued, timezone.utc)
+    expires_at = datetime.fromtimestamp(expires, timezone.utc)
+    # The newest voucher (highest seq) is the live one: inserting this one supersedes the previous.
+    await audit.record_change(
+        conn,
+        INSERT_VOUCHER,
+        (voucher_id, client_id, perk, kid, token, issued_at, expires_at),
+        Principal(id=str(client_id), role="client"),
+        "voucher.issue",
+        "voucher",
+        voucher_id,
+        None,
+        # Never the token: until it expires it is as good as the voucher.
+        {"id": voucher_id, "client_id": str(client_id), "perk": perk, "kid": kid,
+         "issued_at": issued_at, "expires_at": expires_at},
+    )
     return {"id": voucher_id, "perk": perk, "token": token, "expires_at": expires_at, **qr_urls(voucher_id)}
 
 

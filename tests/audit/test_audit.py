@@ -183,3 +183,25 @@ async def test_a_client_acting_is_named_by_its_id(api, db):
         await audit.record(db, actor, "voucher.issue", "voucher", "v1234567", None, {"perk": "car_wash"})
     [entry] = await api.audit_entries(actor=client["id"], entity_type="voucher")
     assert entry["actor"] == {"id": client["id"], "username": f"client:{client['id']}", "role": "client"}
+
+
+async def test_a_change_and_its_entry_are_written_by_one_statement_or_not_at_all(api, db):
+    perk = await api.perk()
+    actor = Principal(id="", username="ops", role="admin")
+    rename = "UPDATE perks SET name = $2 WHERE code = $1 RETURNING code"
+    entries = "SELECT count(*) FROM audit_log WHERE action = 'perk.rename' AND entity_id = $1"
+
+    assert await audit.record_change(db, rename, (perk["code"], "洗车 Plus"), actor, "perk.rename", "perk",
+                                     perk["code"], None, {"name": "洗车 Plus"}) == 1
+    assert await db.fetchval("SELECT name FROM perks WHERE code = $1", perk["code"]) == "洗车 Plus"
+    assert await db.fetchval(entries, perk["code"]) == 1
+
+    # Nothing changed: no entry.
+    assert await audit.record_change(db, rename, ("no_such_perk", "x"), actor, "perk.rename", "perk",
+                                     "no_such_perk", None, {"name": "x"}) == 0
+    assert await db.fetchval(entries, "no_such_perk") == 0
+
+    # The entry refused (no action): the change is undone with it.
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await audit.record_change(db, rename, (perk["code"], "never"), actor, None, "perk", perk["code"], None, None)
+    assert await db.fetchval("SELECT name FROM perks WHERE code = $1", perk["code"]) == "洗车 Plus"
