@@ -39,16 +39,13 @@ async def record(
     at: datetime | None = None,
 ) -> None:
     """Write one audit entry; call it inside the transaction that makes the change."""
-    await conn.execute(
-        INSERT_ENTRY,
-        at,
-        *actor_columns(actor),
-        action,
-        entity_type,
-        str(entity_id),
-        _plain(before),
-        _plain(after),
-    )
+    await conn.execute(INSERT_ENTRY, *_entry(actor, action, entity_type, entity_id, before, after, at))
+
+
+def _entry(actor: Principal, action: str, entity_type: str, entity_id: Any, before: Mapping[str, Any] | None,
+           after: Mapping[str, Any] | None, at: datetime | None) -> tuple[Any, ...]:
+    """An entry's values, in the order of INSERT_ENTRY's parameters."""
+    return (at, *actor_columns(actor), action, entity_type, str(entity_id), _plain(before), _plain(after))
 
 
 # ``{change}`` is one data-modifying statement ending in RETURNING, with parameters $1 to ${count}.
@@ -81,15 +78,7 @@ async def record_change(
     ``change`` is one INSERT, UPDATE or DELETE ending in RETURNING, with ``args`` as its parameters; the entry is
     written once for each row it returns, so a change that touched nothing leaves none. The entries written."""
     status = await conn.execute(
-        _with_change(change, len(args)),
-        *args,
-        at,
-        *actor_columns(actor),
-        action,
-        entity_type,
-        str(entity_id),
-        _plain(before),
-        _plain(after),
+        _with_change(change, len(args)), *args, *_entry(actor, action, entity_type, entity_id, before, after, at)
     )
     return int(status.rsplit(" ", 1)[1])
 
