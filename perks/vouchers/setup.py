@@ -125,6 +125,7 @@ async def vouchers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[KEYRING] = ring
     watcher = KeyWatcher(ring, config, clock, await resolve_database_url(config))
     app[QR_POOL] = qr_pool = QrPool()
+    qr_pool.start()
     try:
         async with running(watcher.run(), "perks-keyring-watcher"):
             yield

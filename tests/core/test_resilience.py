@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -120,6 +122,39 @@ def _worker_pids(log_path) -> list[int]:
     return [int(pid) for pid in re.findall(r"INFO (\d+) perks \[-\] =+ Running on", log_path.read_text())]
 
 
+def _group_left_after(group: int, seconds: float) -> list[str]:
+    """The command lines of the processes still in process group ``group`` after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    if os.getpgid(int(entry)) == group:
+                        left.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's parenthesised name: state, parent, ... ([] if gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _stat(int(entry))[1:2] == [str(pid)]]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    return _stat(pid)[:1] not in ([], ["Z"])
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
@@ -135,6 +170,8 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(database_url, tmp_pa
             assert time.monotonic() < deadline
             time.sleep(0.1)
         victim = _worker_pids(log_path)[0]
+        renderers = _children(victim)  # its QR renderers, started with it
+        assert renderers
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         # The other worker keeps answering meanwhile (a connection queued on the dead one's socket waits for it).
@@ -145,6 +182,10 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(database_url, tmp_pa
             time.sleep(0.05)
         assert _worker_pids(log_path)[2] not in (victim, *_worker_pids(log_path)[:2])
         assert "died with signal SIGKILL" in log_path.read_text()
+        # Its renderers went with it, though they ignore the SIGTERM of a stopping service.
+        while [pid for pid in renderers if _running(pid)]:
+            assert time.monotonic() - killed_at < 10, [pid for pid in renderers if _running(pid)]
+            time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0
     finally:
@@ -163,7 +204,8 @@ def test_workers_that_keep_crashing_at_start_make_serve_give_up_non_zero(databas
 
 async def test_images_in_flight_are_answered_when_the_whole_process_group_is_told_to_stop(api, config, tmp_path):
     """A service manager (systemd, a container runtime) sends SIGTERM to every process of the service at once: the
-    QR renderers included. The images being asked for as it stops are still drawn, never a 500."""
+    QR renderers included. The images being asked for as it stops are still drawn, never a 500, and no process of
+    the service outlives it."""
     _, token, perk = await api.entitled_client()
     voucher = await api.voucher(token, perk["code"])
     port = _free_port()
@@ -202,8 +244,12 @@ async def test_images_in_flight_are_answered_when_the_whole_process_group_is_tol
             async with asyncio.timeout(30):
                 await asyncio.gather(*fetchers)
         assert await asyncio.to_thread(process.wait, 30) == 0
+        left = await asyncio.to_thread(_group_left_after, process.pid, 10)
     finally:
         _stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     output = log_path.read_text()
+    assert left == [], left
     assert set(statuses) == {200}, (sorted(set(statuses)), output[-3000:])
     assert "Traceback" not in output, output[-3000:]

@@ -106,7 +106,7 @@ async def test_a_renderer_that_died_is_replaced_and_the_image_still_drawn(api, c
     headers = {"Authorization": f"Bearer {token}"}
     async with client.get(voucher["qr_png_url"], headers=headers) as response:
         assert response.status == 200
-    renderers = [child for child in multiprocessing.active_children() if child.name.startswith("ForkServerProcess")]
+    renderers = [child for child in multiprocessing.active_children() if child.name.startswith("SpawnProcess")]
     assert renderers, "no rendering process was started"
     for renderer in renderers:  # as the out-of-memory killer would
         os.kill(renderer.pid, signal.SIGKILL)
