@@ -48,7 +48,7 @@ def _entry(actor: Principal, action: str, entity_type: str, entity_id: Any, befo
     return (at, *actor_columns(actor), action, entity_type, str(entity_id), _plain(before), _plain(after))
 
 
-# ``{change}`` is one data-modifying statement ending in RETURNING, with parameters $1 to ${count}.
+# ``{change}`` is one data-modifying statement ending in RETURNING; the entry's parameters follow its own.
 INSERT_WITH_CHANGE = """
 WITH change AS ({change})
 INSERT INTO audit_log (at, actor_id, actor_username, actor_role, action, entity_type, entity_id, before, after)
@@ -58,7 +58,7 @@ SELECT COALESCE(${a1}, now()), ${a2}, ${a3}, ${a4}, ${a5}, ${a6}, ${a7}, ${a8}, 
 
 @functools.lru_cache(maxsize=64)
 def _with_change(change: str, count: int) -> str:
-    return INSERT_WITH_CHANGE.format(change=change, count=count, **{f"a{i}": count + i for i in range(1, 10)})
+    return INSERT_WITH_CHANGE.format(change=change, **{f"a{i}": count + i for i in range(1, 10)})
 
 
 async def record_change(

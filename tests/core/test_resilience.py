@@ -102,10 +102,11 @@ def test_serve_runs_workers_on_one_port_and_stops_on_sigterm(database_url, tmp_p
     assert "Traceback" not in output, output
 
 
-def _serve(database_url: str, tmp_path, *extra: str) -> tuple[subprocess.Popen, int, "os.PathLike[str]"]:
+def _serve(database_url: str, tmp_path, *extra: str, secret: str = "a-test-secret-of-enough-length",
+           ) -> tuple[subprocess.Popen, int, "os.PathLike[str]"]:
+    """``perks serve`` in its own process group (``secret``: to accept the sessions of a test's own app)."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "PERKS_SECRET": "a-test-secret-of-enough-length",
-           "PERKS_DATA_DIR": str(tmp_path)}
+    env = {**os.environ, "DATABASE_URL": database_url, "PERKS_SECRET": secret, "PERKS_DATA_DIR": str(tmp_path)}
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -122,32 +123,22 @@ def _worker_pids(log_path) -> list[int]:
     return [int(pid) for pid in re.findall(r"INFO (\d+) perks \[-\] =+ Running on", log_path.read_text())]
 
 
-def _group_left_after(group: int, seconds: float) -> list[str]:
-    """The command lines of the processes still in process group ``group`` after up to ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError, IndexError):
-                    if os.getpgid(int(entry)) == group:
-                        left.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
-
-
 def _stat(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command's parenthesised name: state, parent, ... ([] if gone)."""
+    """The fields of /proc/PID/stat after the command's parenthesised name: state, parent, process group, ...
+    ([] if gone)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return []
 
 
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``."""
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _stat(int(entry))[1:2] == [str(pid)]]
+    return [child for child in _pids() if _stat(child)[1:2] == [str(pid)]]
 
 
 def _running(pid: int) -> bool:
@@ -155,10 +146,21 @@ def _running(pid: int) -> bool:
     return _stat(pid)[:1] not in ([], ["Z"])
 
 
+def _group_left_after(group: int, seconds: float) -> list[str]:
+    """The command lines of the processes still running in process group ``group`` after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [pid for pid in _pids() if _stat(pid)[2:3] == [str(group)] and _running(pid)]
+        if not left or time.monotonic() > deadline:
+            return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200] for pid in left]
+        time.sleep(0.1)
+
+
 def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
+    """Kill whatever is left of the service's process group (a finalizer: nothing is left running)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()
 
 
 def test_a_killed_worker_is_replaced_while_the_other_serves(database_url, tmp_path):
@@ -208,15 +210,7 @@ async def test_images_in_flight_are_answered_when_the_whole_process_group_is_tol
     the service outlives it."""
     _, token, perk = await api.entitled_client()
     voucher = await api.voucher(token, perk["code"])
-    port = _free_port()
-    env = {**os.environ, "DATABASE_URL": config.database_url, "PERKS_SECRET": config.secret,
-           "PERKS_DATA_DIR": str(tmp_path), "PERKS_TERMINAL_RATE_LIMIT": "1000000"}
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "perks", "serve", "--port", str(port), "--workers", "1"],
-            env=env, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    process, port, log_path = _serve(config.database_url, tmp_path, "--workers", "1", secret=config.secret)
     statuses: list[int] = []
     stopping = asyncio.Event()
 
@@ -247,8 +241,6 @@ async def test_images_in_flight_are_answered_when_the_whole_process_group_is_tol
         left = await asyncio.to_thread(_group_left_after, process.pid, 10)
     finally:
         _stop(process)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
     output = log_path.read_text()
     assert left == [], left
     assert set(statuses) == {200}, (sorted(set(statuses)), output[-3000:])
