@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import datetime, timedelta, timezone
@@ -358,3 +359,20 @@ async def test_entitlements_say_when_a_birthday_perk_is_available_next(api, cloc
         assert items[gift["code"]]["birthday_only"] is True
         by_month[label] = items[gift["code"]]["available_from"]
     assert by_month == {"past": "2027-03-01", "now": "2026-05-01", "ahead": "2027-02-01", "later": "2026-11-01"}
+
+
+async def test_vouchers_taken_at_once_each_get_their_entry_and_only_the_newest_redeems(api):
+    program = await api.program(yearly_quota=5)
+    _, client_token = await api.member(program["tier"])
+    answers = await asyncio.gather(*(api.call("POST", VOUCHERS, client_token, json={"perk": program["perk"]})
+                                     for _ in range(12)))
+    assert [status for status, _ in answers] == [201] * 12
+    vouchers = [body for _, body in answers]
+    assert len({voucher["id"] for voucher in vouchers}) == 12
+    for voucher in vouchers:
+        assert len(await api.audit_entries(entity_type="voucher", entity_id=voucher["id"])) == 1
+
+    redeemed = await asyncio.gather(*(api.redeem(program["cashier"], voucher["token"]) for voucher in vouchers))
+    statuses = sorted((status, body.get("error", {}).get("code")) for status, body in redeemed)
+    assert statuses == [(201, None)] + [(409, "voucher_superseded")] * 11
+    assert await api.counter_mismatches() == []
